@@ -1,0 +1,131 @@
+"""The daemon as systemd sees it: a real subprocess, a real NOTIFY_SOCKET, real signals."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.integration.daemonproc import DaemonProcess
+
+
+@pytest.fixture
+def fake_root(tmp_path: Path) -> Path:
+    root = tmp_path / "root"
+    (root / "proc").mkdir(parents=True)
+    (root / "sys").mkdir()
+    return root
+
+
+def test_ready_then_sigterm_stops_cleanly_within_two_seconds(
+    tmp_path: Path, fake_root: Path
+) -> None:
+    state = tmp_path / "state"
+    with DaemonProcess(tmp_path, fake_root, state) as d:
+        ready = d.wait_ready()
+        assert "STATUS=" in ready
+        t0 = time.monotonic()
+        d.signal(signal.SIGTERM)
+        assert d.proc.wait(5) == 0
+        assert time.monotonic() - t0 < 2.0
+        d.wait_for_message("STOPPING=1", timeout=1)
+    assert state.stat().st_mode & 0o777 == 0o700
+
+
+def test_sigint_also_stops(tmp_path: Path, fake_root: Path) -> None:
+    with DaemonProcess(tmp_path, fake_root, tmp_path / "state") as d:
+        d.wait_ready()
+        d.signal(signal.SIGINT)
+        assert d.proc.wait(5) == 0
+
+
+def test_watchdog_pings_at_half_the_interval(tmp_path: Path, fake_root: Path) -> None:
+    env = {"WATCHDOG_USEC": "400000"}  # 0.4 s → a ping every 0.2 s
+    with DaemonProcess(tmp_path, fake_root, tmp_path / "state", extra_env=env) as d:
+        d.wait_ready()
+        t0 = time.monotonic()
+        d.wait_for_message("WATCHDOG=1", timeout=2)
+        pings = 1
+        while pings < 3:
+            d.messages.clear()
+            d.wait_for_message("WATCHDOG=1", timeout=2)
+            pings += 1
+        elapsed = time.monotonic() - t0
+        assert 0.3 < elapsed < 2.0, elapsed
+        assert d.stop() == 0
+
+
+def test_sighup_with_bad_config_keeps_old_and_good_config_reloads(
+    tmp_path: Path, fake_root: Path
+) -> None:
+    cfg = tmp_path / "hwpoisond.toml"
+    cfg.write_text("[daemon]\nlog_level = 'info'\n")
+    with DaemonProcess(tmp_path, fake_root, tmp_path / "state", config=cfg) as d:
+        d.wait_ready()
+        cfg.write_text("[policy]\nce_threshold = -5\n")
+        d.signal(signal.SIGHUP)
+        d.wait_for_message("RELOADING=1")
+        d.messages.clear()
+        d.wait_ready()  # READY=1 again after the reload attempt
+        assert d.proc.poll() is None, "a bad config on reload must not stop the daemon"
+        deadline = time.monotonic() + 5
+        while "policy.ce_threshold" not in d.stderr() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "config reload rejected, keeping the old config" in d.stderr()
+        assert "policy.ce_threshold: got -5" in d.stderr()
+
+        cfg.write_text("[daemon]\nlog_level = 'debug'\n")
+        d.messages.clear()
+        d.signal(signal.SIGHUP)
+        d.wait_for_message("RELOADING=1")
+        d.wait_ready()
+        deadline = time.monotonic() + 5
+        while "config reloaded" not in d.stderr() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert "config reloaded" in d.stderr()
+        assert d.stop() == 0
+
+
+def test_bad_config_exits_78_and_starts_nothing(tmp_path: Path, fake_root: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[policy]\naction = 'explode'\nwindow = '24x'\n")
+    state = tmp_path / "state"
+    with DaemonProcess(tmp_path, fake_root, state, config=cfg) as d:
+        assert d.proc.wait(10) == 78
+        assert not state.exists(), "nothing may be started on a bad config"
+        err = d.stderr()
+        assert "policy.action: got 'explode'" in err
+        assert "policy.window: got '24x'" in err
+        with pytest.raises(AssertionError):
+            d.wait_for_message("READY=1", timeout=0.2)
+
+
+def test_runs_without_notify_socket(tmp_path: Path, fake_root: Path) -> None:
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "hwpoisond",
+            "run",
+            "--root",
+            str(fake_root),
+            "--state-dir",
+            str(tmp_path / "state"),
+        ],
+        stderr=subprocess.PIPE,
+        env={"PATH": "/usr/bin:/bin"},
+    )
+    try:
+        time.sleep(1.0)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(5) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.stderr is not None
+    assert b"Traceback" not in proc.stderr.read()
