@@ -110,7 +110,7 @@ def test_shipped_config_documents_every_key() -> None:
         assert f"[{section_name}]" in text, section_name
         section_model = field.annotation
         assert section_model is not None
-        for key in section_model.model_fields:  # type: ignore[union-attr]
+        for key in section_model.model_fields:
             in_file = key in documented.get(section_name, {})
             assert in_file or f"# {key} =" in text, f"{section_name}.{key} is not documented"
 

@@ -49,6 +49,6 @@ def test_journal_fields() -> None:
     rec.message_id = "page_offlined"
     rec.fields = {"pfn": "0x7654", "label": None}
     assert _JournalExtras().filter(rec)
-    assert rec.MESSAGE_ID == MESSAGE_IDS["page_offlined"].hex
-    assert rec.HWPOISOND_PFN == "0x7654"
-    assert rec.HWPOISOND_LABEL == ""
+    assert getattr(rec, "MESSAGE_ID") == MESSAGE_IDS["page_offlined"].hex  # noqa: B009
+    assert getattr(rec, "HWPOISOND_PFN") == "0x7654"  # noqa: B009
+    assert getattr(rec, "HWPOISOND_LABEL") == ""  # noqa: B009
