@@ -1,6 +1,9 @@
-"""Metrics snapshots for tests: one with every part populated, so every metric family shows."""
+"""Metrics snapshots for tests (one with every part populated, so every family shows) and a
+parser that turns an exposition into {(name, labels): value}, refusing duplicate series."""
 
 from __future__ import annotations
+
+from prometheus_client.parser import text_string_to_metric_families
 
 from hwpoisond.metrics import (
     Budget,
@@ -135,3 +138,20 @@ def populated_snapshot() -> MetricsSnapshot:
         dimm_fingerprint_changes=2,
         latency=latency,
     )
+
+
+Samples = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+def samples_of(text: str) -> Samples:
+    out: Samples = {}
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = s.value
+    return out
+
+
+def value(samples: Samples, name: str, **labels: str) -> float:
+    return samples[(name, frozenset(labels.items()))]
