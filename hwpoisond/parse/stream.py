@@ -1,0 +1,212 @@
+"""The line parser: turns a stream of text lines into Events, never reads files.
+
+`LineParser` is the one entry point for sources, `parse` and `replay`: feed it lines in order, it
+works out each line's format (trace_pipe, kernel log with any prefix, or the JSON lines `hwpoisond
+parse` prints), assembles multi-line machine-check records, and never raises on bad input: a line
+that looks like one of our formats but does not parse is counted in `stats.malformed`.
+
+Time rules (`Event.time`): trace timestamp (seconds since boot), dmesg timestamp (seconds since
+boot), journal short-iso time (epoch seconds), `time`/`at` of JSON input. `journalctl -o short`
+has no year and no zone: it is read as UTC in `assume_year` (default 2000, a leap year so that
+29 Feb parses), and the year goes up by one each time the month goes backwards (Dec → Jan), so a
+log read in order keeps increasing times. The result is deterministic and only good for comparing
+times within one input, which is all the policy does with them.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field, replace
+
+from hwpoisond.core.model import Event
+from hwpoisond.parse import kmsg
+from hwpoisond.parse.jsonio import event_from_json
+from hwpoisond.parse.trace import TRACE_PARSERS, split_trace_line
+
+#: Longest line looked at; kernel lines are at most a few KiB (printk: 1 KiB, trace_seq: a page).
+MAX_LINE_CHARS = 8192
+
+#: A pending `[Hardware Error]` record is closed after this many lines without a continuation.
+MCE_RECORD_MAX_GAP_LINES = 16
+
+DEFAULT_ASSUME_YEAR = 2000
+
+# Cheap substring tests, run on every line before any regex. Every format we parse contains one.
+_HINTS = (
+    "_event: ",  # mc_event, memory_failure_event, extlog_mem_event
+    "mce_record: ",
+    "EDAC MC",
+    "Hardware Error]",
+    "Memory failure",
+    "MCE ",
+    "MCE: ",
+    "oft offline: ",
+    "soft_offline",
+    "Unpoison: ",
+    "Soft-offlining",
+    "Machine check events",
+)
+
+
+@dataclass(slots=True)
+class ParseStats:
+    """Counts over everything fed so far: lines, events per source, malformed lines per source
+    (looked like that format, did not parse), and recognised lines that carry no event."""
+
+    lines: int = 0
+    events: dict[str, int] = field(default_factory=dict)
+    malformed: dict[str, int] = field(default_factory=dict)
+    notices: dict[str, int] = field(default_factory=dict)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "lines": self.lines,
+            "events": dict(sorted(self.events.items())),
+            "malformed": dict(sorted(self.malformed.items())),
+            "notices": dict(sorted(self.notices.items())),
+        }
+
+
+def _bump(counts: dict[str, int], key: str) -> None:
+    counts[key] = counts.get(key, 0) + 1
+
+
+class LineParser:
+    """Stateful line-by-line parser (state: the open mce record and the journal year)."""
+
+    def __init__(self, assume_year: int = DEFAULT_ASSUME_YEAR) -> None:
+        self.stats = ParseStats()
+        self._lineno = 0
+        self._year = assume_year
+        self._last_month: int | None = None
+        self._mce: kmsg.MceRecord | None = None
+        self._mce_gap = 0
+
+    # -- public ----------------------------------------------------------------------------
+
+    def feed(self, line: str, lineno: int | None = None) -> list[Event]:
+        """Parse one line (with or without its newline). `lineno` is the 1-based input line;
+        when omitted, lines are numbered by how many were fed."""
+        self._lineno = lineno if lineno is not None else self._lineno + 1
+        self.stats.lines += 1
+        if len(line) > MAX_LINE_CHARS:
+            line = line[:MAX_LINE_CHARS]
+        out: list[Event] = []
+        if self._mce is not None:
+            self._mce_gap += 1
+            if self._mce_gap > MCE_RECORD_MAX_GAP_LINES:
+                self._close_mce(out)
+        if line[:1] == "{":
+            self._json(line, out)
+            return out
+        if not any(hint in line for hint in _HINTS):
+            return out
+        try:
+            self._dispatch(line.rstrip("\r\n"), out)
+        except Exception:  # untrusted input must never stop the stream; count it and go on
+            _bump(self.stats.malformed, "unknown")
+        return out
+
+    def flush(self) -> list[Event]:
+        """End of input: emit a machine-check record still being assembled."""
+        out: list[Event] = []
+        if self._mce is not None:
+            self._close_mce(out)
+        return out
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def _emit(self, out: list[Event], event: Event, time: float | None) -> None:
+        _bump(self.stats.events, event.source)
+        out.append(replace(event, time=time, line=self._lineno))
+
+    def _close_mce(self, out: list[Event]) -> None:
+        record, self._mce = self._mce, None
+        if record is not None:
+            event = record.to_event()
+            _bump(self.stats.events, event.source)
+            out.append(event)
+
+    def _dispatch(self, line: str, out: list[Event]) -> None:
+        if (
+            ": mc_event: " in line
+            or "_record: " in line
+            or "_mem_event: " in line
+            or ("failure_event: " in line)
+        ):
+            split = split_trace_line(line)
+            if split is not None and split[0] in TRACE_PARSERS:
+                name, ts, _cpu, body = split
+                event = TRACE_PARSERS[name](body)
+                if self._mce is not None:
+                    self._close_mce(out)
+                if event is None:
+                    _bump(self.stats.malformed, name)
+                else:
+                    self._emit(out, event, ts)
+                return
+        parsed = kmsg.split_prefix(line)
+        message = parsed.message
+        time = parsed.time
+        if parsed.short is not None:
+            time = self._short_time(parsed.short)
+
+        hw_body = kmsg.hardware_error_body(message)
+        if hw_body is not None:
+            self._mce_line(hw_body, message, time, out)
+            return
+        if kmsg.is_mce_notice(message):
+            _bump(self.stats.notices, "kmsg_mce")
+            return
+        outcome = kmsg.parse_edac(message) if message.startswith("EDAC MC") else None
+        if outcome is None:
+            outcome = kmsg.parse_page_message(message)
+        if outcome is None:
+            return
+        if self._mce is not None:
+            self._close_mce(out)
+        if outcome.notice:
+            _bump(self.stats.notices, outcome.source)
+        elif outcome.event is None:
+            _bump(self.stats.malformed, outcome.source)
+        else:
+            self._emit(out, outcome.event, time)
+
+    def _mce_line(self, body: str, message: str, time: float | None, out: list[Event]) -> None:
+        if body.startswith("CPU "):
+            record = kmsg.start_mce_record(body, self._lineno, time)
+            if self._mce is not None:
+                self._close_mce(out)
+            if record is None:
+                if "Machine Check" in body:
+                    _bump(self.stats.malformed, "kmsg_mce")
+                return
+            self._mce = record
+            self._mce_gap = 0
+            return
+        if kmsg.is_mce_notice(message):
+            _bump(self.stats.notices, "kmsg_mce")
+            return
+        if self._mce is not None and kmsg.continue_mce_record(self._mce, body):
+            self._mce_gap = 0
+            if self._mce.complete:
+                self._close_mce(out)
+
+    def _short_time(self, stamp: kmsg.ShortStamp) -> float | None:
+        if self._last_month is not None and stamp.month < self._last_month:
+            self._year += 1
+        self._last_month = stamp.month
+        return stamp.epoch_seconds(self._year)
+
+    def _json(self, line: str, out: list[Event]) -> None:
+        try:
+            obj = json.loads(line)
+        except ValueError:
+            return  # a brace-led line that is not JSON is just not ours
+        event = event_from_json(obj) if isinstance(obj, dict) else None
+        if event is None:
+            _bump(self.stats.malformed, "json")
+            return
+        if self._mce is not None:
+            self._close_mce(out)
+        self._emit(out, event, event.time)

@@ -1,0 +1,310 @@
+"""tracefs text: parses trace_pipe lines of the RAS events, never reads files.
+
+Formats are the kernel's TP_printk strings:
+- `ras:mc_event` (include/ras/ras_event.h, unchanged since v3.5):
+  "%d %s error%s:%s%s on %s (mc:%d location:%d:%d:%d address:0x%08lx grain:%d
+  syndrome:0x%08lx%s%s)" — count, type, msg, label, mc, layers, address, grain, syndrome, driver
+  detail (free text; APEI GHES and Intel skx/i10nm put the DRAM location there).
+- `mce:mce_record` (include/trace/events/mce.h), three generations: "ADDR/MISC:" (v2.6.31–v4.8),
+  "IPID: …, ADDR/MISC/SYND:" (v4.9–v6.9), "ADDR: …, MISC: …, SYND: …, … PPIN … microcode"
+  (v6.10+). All are "KEY: value" items joined by ", ", which is how they are read here.
+- `ras:memory_failure_event`: "pfn %#lx: recovery action for %s: %s" (page type names differ by
+  version; any name is accepted).
+- `ras:extlog_mem_event`: "{%d} %s error: %s physical addr: %016llx (mask lsb: %x) %sFRU: %pUl
+  %.20s".
+A trace_pipe line carries the prefix "task-pid [cpu] flags timestamp: event: " (no flags column
+before v3.x-era latency format changes; an optional "(tgid)" column with the record-tgid option).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+
+from hwpoisond.core.model import DramLocation, Event, EventSource, Severity, pfn_of
+from hwpoisond.parse.mce import decode_mca
+
+_TRACE_PREFIX = re.compile(
+    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
+    r"(?:[^\s:]{1,8}\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>[a-z_]+):\s?(?P<body>.*)$"
+)
+
+#: The trace events this module parses, by their name in trace_pipe output.
+TRACE_EVENTS: tuple[EventSource, ...] = (
+    "mc_event",
+    "mce_record",
+    "memory_failure_event",
+    "extlog_mem_event",
+)
+
+
+def split_trace_line(line: str) -> tuple[str, float, int, str] | None:
+    """(event name, timestamp seconds, cpu, body) of a trace_pipe line, or None."""
+    m = _TRACE_PREFIX.match(line)
+    if m is None:
+        return None
+    return m["event"], float(m["ts"]), int(m["cpu"]), m["body"]
+
+
+# --- DRAM location from driver detail -------------------------------------------------------
+
+# "key:value" / "key: value" / "key=value" with a decimal or 0x-hex value. APEI GHES prints
+# decimal ("node:%d card:%d module:%d rank:%d bank:%d bank_group:%d bank_address:%d row:%d
+# col:%d", drivers/firmware/efi/cper.c cper_mem_err_location; "card: %d" with a space before
+# v5.10), Intel skx_common.c prints "socket:%d imc:%d rank:%d bg:%d ba:%d row:0x%x col:0x%x"
+# (v4.x–v5.x) and "ProcessorSocketId:0x%x MemoryControllerId:0x%x PhysicalRankId:0x%x Row:0x%x
+# Column:0x%x Bank:0x%x BankGroup:0x%x" (v5.x+; ADXL-decoded messages use the BIOS's component
+# names, which follow the same words).
+_KV = re.compile(r"(?<![\w#])([A-Za-z][A-Za-z_]*)\s?[:=]\s?(0x[0-9a-fA-F]+|-?\d+)\b")
+
+# Lower-cased key → DramLocation field. CPER's node/card/module are mapped to socket/channel/
+# dimm: the closest meaning the firmware gives them (UEFI spec N.2.5, Memory Error Section).
+_DRAM_KEYS: dict[str, str] = {
+    "socket": "socket",
+    "socketid": "socket",
+    "processorsocketid": "socket",
+    "node": "socket",
+    "imc": "mc",
+    "memctrl": "mc",
+    "memorycontrollerid": "mc",
+    "channel": "channel",
+    "channelid": "channel",
+    "chan": "channel",
+    "card": "channel",
+    "dimm": "dimm",
+    "dimmslotid": "dimm",
+    "slot": "dimm",
+    "module": "dimm",
+    "rank": "rank",
+    "physicalrankid": "rank",
+    "dimmrankid": "rank",
+    "bank_group": "bank_group",
+    "bankgroup": "bank_group",
+    "bg": "bank_group",
+    "bank": "bank",
+    "ba": "bank",
+    "bankaddress": "bank_address",
+    "bank_address": "bank_address",
+    "row": "row",
+    "column": "column",
+    "col": "column",
+}
+
+
+def _int(text: str) -> int:
+    return int(text, 16) if text[:2] in ("0x", "0X") else int(text)
+
+
+def parse_dram_location(text: str) -> DramLocation | None:
+    """The DRAM coordinates named in a driver's free-text detail, or None when it names none.
+
+    When both CPER "bank" (the raw field) and "bank_address" are present the latter wins: with
+    bank-group addressing the raw field packs group and address together.
+    """
+    found: dict[str, int] = {}
+    for key, value in _KV.findall(text):
+        field = _DRAM_KEYS.get(key.lower())
+        if field is not None and field not in found:
+            found[field] = _int(value)
+    if not found:
+        return None
+    bank_address = found.pop("bank_address", None)
+    if bank_address is not None:
+        found["bank"] = bank_address
+    return DramLocation(**found)
+
+
+# --- ras:mc_event ---------------------------------------------------------------------------
+
+_MC_EVENT = re.compile(
+    r"^(?P<count>\d+) (?P<type>Corrected|Uncorrected|Deferred|Fatal|Info) errors?:"
+    r"(?: (?P<msg>.*?))? on (?P<label>.*?) \(mc:(?P<mc>\d+) "
+    r"location:(?P<loc>-?\d+:-?\d+:-?\d+)(?: address:0x(?P<addr>[0-9a-fA-F]+))?"
+    r" grain:(?P<grain>\d+)(?: syndrome:0x(?P<synd>[0-9a-fA-F]+))?(?: (?P<detail>.*))?\)\s*$"
+)
+
+MC_EVENT_SEVERITY: dict[str, Severity] = {
+    "Corrected": "corrected",
+    "Uncorrected": "uncorrected",
+    "Deferred": "deferred",
+    "Fatal": "fatal",
+    "Info": "info",
+}
+
+
+def parse_mc_event(body: str) -> Event | None:
+    """One `mc_event` body. EDAC drivers pass page 0 / offset 0 when they do not know the
+    address, so address 0 means "unknown" (nobody offlines pfn 0)."""
+    m = _MC_EVENT.match(body)
+    if m is None:
+        return None
+    addr = int(m["addr"], 16) if m["addr"] else 0
+    phys_addr = addr or None
+    detail = m["detail"] or ""
+    return Event(
+        kind="memory_error",
+        source="mc_event",
+        severity=MC_EVENT_SEVERITY[m["type"]],
+        count=int(m["count"]),
+        phys_addr=phys_addr,
+        pfn=pfn_of(phys_addr) if phys_addr is not None else None,
+        mc=int(m["mc"]),
+        label=m["label"],
+        location=m["loc"],
+        grain=int(m["grain"]),
+        syndrome=int(m["synd"], 16) if m["synd"] else None,
+        msg=m["msg"] or None,
+        dram=parse_dram_location(detail) if detail else None,
+        extra=(("driver_detail", detail),) if detail else (),
+    )
+
+
+# --- mce:mce_record -------------------------------------------------------------------------
+
+
+def _mce_items(body: str) -> dict[str, str]:
+    items: dict[str, str] = {}
+    for part in body.split(", "):
+        key, sep, value = part.partition(": ")
+        if sep:
+            items[key.strip()] = value.strip()
+    return items
+
+
+def parse_mce_record(body: str) -> Event | None:
+    """One `mce_record` body, any of the three generations."""
+    items = _mce_items(body)
+    try:
+        cpu = int(items["CPU"])
+        bank_key = next(k for k in items if k.startswith("MC") and k[2:].isdigit())
+        bank = int(bank_key[2:])
+        status = int(items[bank_key], 16)
+        if "ADDR" in items:  # v6.10+
+            addr = int(items["ADDR"], 16)
+            misc = int(items["MISC"], 16)
+        elif "ADDR/MISC/SYND" in items:  # v4.9–v6.9
+            addr_s, misc_s, _synd = items["ADDR/MISC/SYND"].split("/")
+            addr, misc = int(addr_s, 16), int(misc_s, 16)
+        else:  # v2.6.31–v4.8
+            addr_s, misc_s = items["ADDR/MISC"].split("/")
+            addr, misc = int(addr_s, 16), int(misc_s, 16)
+        ipid = int(items.get("IPID", "0"), 16)
+        vendor: int | None
+        if "vendor" in items:
+            vendor = int(items["vendor"])
+        elif "PROCESSOR" in items:
+            vendor = int(items["PROCESSOR"].split(":")[0])
+        else:
+            vendor = None
+    except (KeyError, ValueError, StopIteration):
+        return None
+    decoded = decode_mca(status, addr, misc, ipid, vendor)
+    extra = (
+        *(
+            (name, items[key])
+            for name, key in (
+                ("mcgcap/mcgstatus", "MCGc/s"),
+                ("ipid", "IPID"),
+                ("tsc", "TSC"),
+                ("walltime", "TIME"),
+                ("walltime", "time"),
+                ("socket", "SOCKET"),
+                ("socket", "socket"),
+                ("apicid", "APIC"),
+                ("ppin", "PPIN"),
+                ("microcode", "microcode"),
+            )
+            if key in items
+        ),
+        ("addr", f"{addr:#x}"),
+        ("misc", f"{misc:#x}"),
+    )
+    return Event(
+        kind="memory_error" if decoded.memory_error else "mce",
+        source="mce_record",
+        severity=decoded.severity,
+        phys_addr=decoded.phys_addr,
+        pfn=pfn_of(decoded.phys_addr) if decoded.phys_addr is not None else None,
+        bank=bank,
+        status=status,
+        cpu=cpu,
+        extra=extra,
+    )
+
+
+# --- ras:memory_failure_event ---------------------------------------------------------------
+
+_MEMORY_FAILURE = re.compile(
+    r"^pfn (?P<pfn>0x[0-9a-fA-F]+|0): recovery action for (?P<type>.+): (?P<result>\S+)\s*$"
+)
+
+
+def parse_memory_failure_event(body: str) -> Event | None:
+    """One `memory_failure_event` body. `result` is the kernel's action name lower-cased
+    (recovered, delayed, failed, ignored); the page type is kept verbatim."""
+    m = _MEMORY_FAILURE.match(body)
+    if m is None:
+        return None
+    pfn = int(m["pfn"], 16)
+    return Event(
+        kind="memory_failure",
+        source="memory_failure_event",
+        severity=None,
+        phys_addr=pfn << 12,
+        pfn=pfn,
+        page_type=m["type"],
+        result=m["result"].lower(),
+    )
+
+
+# --- ras:extlog_mem_event -------------------------------------------------------------------
+
+_EXTLOG = re.compile(
+    r"^\{(?P<seq>\d+)\} (?P<sev>\S+) error: (?P<etype>.*?) physical addr: (?P<pa>[0-9a-fA-F]+) "
+    r"\(mask lsb: (?P<lsb>[0-9a-fA-F]+)\) (?P<loc>.*?)FRU: (?P<fru>\S+)(?: (?P<fru_text>.*))?$"
+)
+
+# cper_severity_str() (drivers/firmware/efi/cper.c): "recoverable" is an uncorrected error the
+# platform survived.
+EXTLOG_SEVERITY: dict[str, Severity] = {
+    "recoverable": "uncorrected",
+    "fatal": "fatal",
+    "corrected": "corrected",
+    "info": "info",
+}
+
+_PA_INVALID = (1 << 64) - 1  # the tracepoint stores ~0 when CPER_MEM_VALID_PA is clear
+
+
+def parse_extlog_mem_event(body: str) -> Event | None:
+    """One `extlog_mem_event` body."""
+    m = _EXTLOG.match(body)
+    if m is None:
+        return None
+    pa = int(m["pa"], 16)
+    lsb = int(m["lsb"], 16)
+    phys_addr = None if pa in (_PA_INVALID, 0) else pa
+    loc = m["loc"].strip()
+    fru_text = (m["fru_text"] or "").strip()
+    return Event(
+        kind="memory_error",
+        source="extlog_mem_event",
+        severity=EXTLOG_SEVERITY.get(m["sev"]),
+        phys_addr=phys_addr,
+        pfn=pfn_of(phys_addr) if phys_addr is not None else None,
+        label=fru_text or None,
+        location=loc or None,
+        grain=1 << lsb if lsb < 64 else None,
+        msg=m["etype"] or None,
+        dram=parse_dram_location(loc) if loc else None,
+        extra=(("err_seq", m["seq"]), ("fru_id", m["fru"])),
+    )
+
+
+#: Body parser for each trace event name.
+TRACE_PARSERS: dict[str, Callable[[str], Event | None]] = {
+    "mc_event": parse_mc_event,
+    "mce_record": parse_mce_record,
+    "memory_failure_event": parse_memory_failure_event,
+    "extlog_mem_event": parse_extlog_mem_event,
+}
