@@ -610,7 +610,8 @@ class Store:
         """Pages hwpoisond retired, oldest first (what a reboot puts back into use)."""
         rows = self._query(
             "SELECT * FROM pages WHERE state IN ('offlined', 'already_poisoned')"
-            " ORDER BY retired_at, pfn"
+            " ORDER BY retired_at,"
+            " (SELECT max(a.id) FROM actions a WHERE a.pfn = pages.pfn), pfn"
         )
         return [
             RetiredPage(
