@@ -93,8 +93,8 @@ class EdacCsrowChannel:
     """`csrowN/chK_ce_count` and `chK_dimm_label` (legacy csrow layout)."""
 
     channel: int
-    dimm_label: str
-    ce_count: int
+    dimm_label: str | None
+    ce_count: int | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,8 +102,8 @@ class EdacCsrowCounts:
     """`mcN/csrowM/{ce_count,ue_count}`: the legacy layout node_exporter reads."""
 
     csrow: int
-    ce_count: int
-    ue_count: int
+    ce_count: int | None
+    ue_count: int | None
     channels: tuple[EdacCsrowChannel, ...] = ()
 
 
@@ -113,23 +113,24 @@ class EdacDimmCounts:
     `dimm_ue_count`, `dimm_label`, `dimm_location`, `size` (MiB). `entry` is the directory name."""
 
     entry: str
-    label: str
-    location: str
-    ce_count: int
-    ue_count: int
+    label: str | None
+    location: str | None
+    ce_count: int | None
+    ue_count: int | None
     size_bytes: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class EdacMcCounts:
-    """One `/sys/devices/system/edac/mc/mcN` controller (Documentation/admin-guide/ras.rst)."""
+    """One `/sys/devices/system/edac/mc/mcN` controller (Documentation/admin-guide/ras.rst).
+    A counter that could not be read is None and its series is left out, never shown as 0."""
 
     mc: int
-    name: str
-    ce_count: int
-    ue_count: int
-    ce_noinfo_count: int
-    ue_noinfo_count: int
+    name: str | None
+    ce_count: int | None
+    ue_count: int | None
+    ce_noinfo_count: int | None
+    ue_noinfo_count: int | None
     size_bytes: int | None = None
     csrows: tuple[EdacCsrowCounts, ...] = ()
     dimms: tuple[EdacDimmCounts, ...] = ()
@@ -186,7 +187,7 @@ class DimmHealth:
 
 
 @dataclass(frozen=True, slots=True)
-class SourceStatus:
+class SourceHealth:
     """One kernel interface the daemon reads. `available`: the interface exists on this kernel;
     `up`: it is being read without error right now."""
 
@@ -271,7 +272,7 @@ class MetricsSnapshot:
     pages_over_threshold: int = 0
     dimms: tuple[DimmHealth, ...] = ()
     budget: Budget | None = None
-    sources: tuple[SourceStatus, ...] = ()
+    sources: tuple[SourceHealth, ...] = ()
     kernel_settings: KernelSettings | None = None
     database_corruption_recoveries: int = 0
     dimm_fingerprint_changes: int = 0
@@ -288,27 +289,28 @@ def _label(value: object) -> str:
     return text[:MAX_LABEL_VALUE_CHARS]
 
 
-def _summed(rows: Iterable[tuple[tuple[str, ...], float]]) -> dict[tuple[str, ...], float]:
+Rows = Iterable[tuple[tuple[str, ...], float | None]]
+
+
+def _summed(rows: Rows) -> dict[tuple[str, ...], float]:
     # Two records with the same labels (e.g. two unknown DIMMs) must become one series: a
-    # duplicate series is an invalid exposition that Prometheus rejects whole.
+    # duplicate series is an invalid exposition that Prometheus rejects whole. A value that could
+    # not be read (None) leaves its series out: an absent series is honest, a 0 is not.
     out: dict[tuple[str, ...], float] = {}
     for labels, value in rows:
-        out[labels] = out.get(labels, 0.0) + value
+        if value is not None:
+            out[labels] = out.get(labels, 0.0) + value
     return out
 
 
-def _counter(
-    name: str, doc: str, labels: list[str], rows: Iterable[tuple[tuple[str, ...], float]]
-) -> CounterMetricFamily:
+def _counter(name: str, doc: str, labels: list[str], rows: Rows) -> CounterMetricFamily:
     family = CounterMetricFamily(PREFIX + name, doc, labels=labels)
     for values, value in sorted(_summed(rows).items()):
         family.add_metric(list(values), value)
     return family
 
 
-def _gauge(
-    name: str, doc: str, labels: list[str], rows: Iterable[tuple[tuple[str, ...], float]]
-) -> GaugeMetricFamily:
+def _gauge(name: str, doc: str, labels: list[str], rows: Rows) -> GaugeMetricFamily:
     family = GaugeMetricFamily(PREFIX + name, doc, labels=labels)
     for values, value in sorted(_summed(rows).items()):
         family.add_metric(list(values), value)
@@ -349,7 +351,7 @@ def _edac_families(controllers: tuple[EdacMcCounts, ...]) -> Iterator[Metric]:
         "edac_mc_size_bytes",
         "Memory behind the EDAC controller (size_mb).",
         ["mc"],
-        (((str(c.mc),), c.size_bytes) for c in mcs if c.size_bytes is not None),
+        (((str(c.mc),), c.size_bytes) for c in mcs),
     )
     csrows = [(c.mc, r) for c in mcs for r in c.csrows]
     yield _counter(
@@ -396,7 +398,7 @@ def _edac_families(controllers: tuple[EdacMcCounts, ...]) -> Iterator[Metric]:
         "edac_dimm_size_bytes",
         "Size of the EDAC DIMM/rank entry.",
         dimm_labels,
-        ((key(mc, d), d.size_bytes) for mc, d in dimms if d.size_bytes is not None),
+        ((key(mc, d), d.size_bytes) for mc, d in dimms),
     )
 
 
@@ -579,11 +581,7 @@ def snapshot_families(snap: MetricsSnapshot) -> Iterator[Metric]:
         "last_event_timestamp_seconds",
         "When a source last delivered an event, seconds since the Unix epoch.",
         ["source"],
-        (
-            ((s.source,), s.last_event_timestamp_seconds)
-            for s in sources
-            if s.last_event_timestamp_seconds is not None
-        ),
+        (((s.source,), s.last_event_timestamp_seconds) for s in sources),
     )
     if snap.kernel_settings is not None:
         yield _settings_info(snap.kernel_settings)

@@ -20,7 +20,7 @@ from hwpoisond.metrics import (
     NodeMemoryFailure,
     OfflineActions,
     SourceErrors,
-    SourceStatus,
+    SourceHealth,
 )
 
 MIB = 1024**2
@@ -126,10 +126,10 @@ def populated_snapshot() -> MetricsSnapshot:
             exhausted=False,
         ),
         sources=(
-            SourceStatus("tracefs", True, True, 1, 1_700_000_090.0),
-            SourceStatus("journald", True, False, 0, None),
-            SourceStatus("edac_sysfs", True, True, 0, 1_700_000_080.0),
-            SourceStatus("memory_state", False, False),
+            SourceHealth("tracefs", True, True, 1, 1_700_000_090.0),
+            SourceHealth("journald", True, False, 0, None),
+            SourceHealth("edac_sysfs", True, True, 0, 1_700_000_080.0),
+            SourceHealth("memory_state", False, False),
         ),
         kernel_settings=KernelSettings(
             early_kill=0, recovery=1, enable_soft_offline=None, cec_present=True, cec_threshold=2

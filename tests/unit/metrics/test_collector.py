@@ -13,7 +13,7 @@ from hwpoisond.metrics import (
     Exporter,
     LatencyHistogram,
     MetricsSnapshot,
-    SourceStatus,
+    SourceHealth,
 )
 from tests.unit.metrics.samples import Samples, populated_snapshot, samples_of, value
 
@@ -208,7 +208,7 @@ def test_publish_swaps_what_render_shows() -> None:
     exporter = Exporter(snapshot=MetricsSnapshot(tracked_pages=1))
     assert value(samples_of(exporter.render().decode()), "hwpoisond_tracked_pages") == 1
     exporter.publish(
-        MetricsSnapshot(tracked_pages=9, sources=(SourceStatus("tracefs", True, True),))
+        MetricsSnapshot(tracked_pages=9, sources=(SourceHealth("tracefs", True, True),))
     )
     s = samples_of(exporter.render().decode())
     assert value(s, "hwpoisond_tracked_pages") == 9
@@ -218,3 +218,26 @@ def test_publish_swaps_what_render_shows() -> None:
 def test_tls_files_must_come_in_pairs() -> None:
     with pytest.raises(ValueError):
         Exporter(port=0, tls_cert_file="/x.pem")
+
+
+def test_unreadable_edac_counters_are_left_out_not_zeroed() -> None:
+    snap = MetricsSnapshot(
+        edac=(
+            EdacMcCounts(
+                3,
+                None,
+                ce_count=None,
+                ue_count=4,
+                ce_noinfo_count=None,
+                ue_noinfo_count=0,
+                dimms=(EdacDimmCounts("dimm0", None, None, None, 2),),
+            ),
+        )
+    )
+    s = scrape(snap)
+    assert value(s, "hwpoisond_edac_uncorrected_errors_total", mc="3") == 4
+    assert not any(name == "hwpoisond_edac_corrected_errors_total" for name, _ in s)
+    assert not any(name == "hwpoisond_edac_dimm_corrected_errors_total" for name, _ in s)
+    dimm = {"mc": "3", "entry": "dimm0", "dimm": "unknown", "location": "unknown"}
+    assert value(s, "hwpoisond_edac_dimm_uncorrected_errors_total", **dimm) == 2
+    assert value(s, "hwpoisond_edac_mc_info", mc="3", mc_name="unknown", layout="dimm") == 1
