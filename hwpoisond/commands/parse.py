@@ -1,9 +1,9 @@
 """`hwpoisond parse [FILE…]`: reads kernel text, prints one JSON object per recognised event.
 
-Rule: this is the only place of the parse path that does I/O. Input is read as bytes in blocks,
-split into lines bounded to MAX_LINE_BYTES (the rest of an overlong line is skipped), and decoded
-as UTF-8 with replacement, so binary data or a missing newline cannot exhaust memory or crash us.
-Exit 0 unless an input cannot be read (66).
+Rule: this is the only place of the parse path that does I/O. Input is read as bytes in blocks
+of whole lines and decoded as UTF-8 with replacement; a line longer than MAX_LINE_BYTES is cut
+there and the rest of it skipped, so binary data or a missing newline cannot exhaust memory or
+crash us. Exit 0 unless an input cannot be read (66).
 """
 
 from __future__ import annotations
@@ -22,44 +22,44 @@ MAX_LINE_BYTES = MAX_LINE_CHARS * 4  # UTF-8: at most 4 bytes per character
 READ_BLOCK_BYTES = 1 << 20
 
 
-def iter_lines(stream: BinaryIO) -> Iterator[str]:
-    """Decoded lines of `stream`, each at most MAX_LINE_BYTES before decoding, without "\\n"."""
+def iter_text_blocks(stream: BinaryIO) -> Iterator[str]:
+    """Decoded blocks of whole lines joined by "\\n" (no final newline), for
+    `LineParser.feed_block`. Every input line lands in exactly one block, so line numbers are
+    `count("\\n") + 1` per block."""
     carry = b""
-    skipping = False  # inside the tail of an overlong line
+    skipping = False  # dropping the tail of an overlong line up to its newline
     while True:
         block = stream.read(READ_BLOCK_BYTES)
         if not block:
             break
-        lines = block.split(b"\n")
-        last = lines.pop()
-        for i, part in enumerate(lines):
-            raw = part
-            if i == 0:
-                if skipping:
-                    skipping = False
-                    continue
-                raw = carry + part
-                carry = b""
-            yield raw[:MAX_LINE_BYTES].decode("utf-8", "replace")
-        if lines:
-            carry, skipping = last, False
-        elif not skipping:
-            carry += last
+        if skipping:
+            newline = block.find(b"\n")
+            if newline < 0:
+                continue
+            block = block[newline + 1 :]
+            skipping = False
+        data = carry + block
+        cut = data.rfind(b"\n")
+        if cut < 0:
+            carry = data
+        else:
+            carry = data[cut + 1 :]
+            yield data[:cut].decode("utf-8", "replace")
         if len(carry) > MAX_LINE_BYTES:
             yield carry[:MAX_LINE_BYTES].decode("utf-8", "replace")
             carry, skipping = b"", True
-    if carry and not skipping:
+    if carry:
         yield carry.decode("utf-8", "replace")
 
 
-def _parse_stream(stream: BinaryIO, parser: LineParser, lineno: int) -> int:
-    """Feed every line of `stream`; returns the last line number used."""
-    write = sys.stdout.write
-    for text in iter_lines(stream):
-        lineno += 1
-        for event in parser.feed(text, lineno):
-            write(json.dumps(event_to_json(event)) + "\n")
-    return lineno
+def _print(events: list[object]) -> None:
+    if events:
+        sys.stdout.write("".join(json.dumps(e) + "\n" for e in events))
+
+
+def _parse_stream(stream: BinaryIO, parser: LineParser) -> None:
+    for text in iter_text_blocks(stream):
+        _print([event_to_json(event) for event in parser.feed_block(text)])
 
 
 def main(args: argparse.Namespace) -> int:
@@ -67,19 +67,17 @@ def main(args: argparse.Namespace) -> int:
     # One parser across all files: several files are one host's logs in order, and `line`
     # numbers continue across them the way `cat a b | hwpoisond parse` would number them.
     parser = LineParser()
-    lineno = 0
     for name in files:
         if name == "-":
-            lineno = _parse_stream(sys.stdin.buffer, parser, lineno)
+            _parse_stream(sys.stdin.buffer, parser)
             continue
         try:
             with open(name, "rb") as stream:
-                lineno = _parse_stream(stream, parser, lineno)
+                _parse_stream(stream, parser)
         except OSError as e:
             print(f"hwpoisond parse: cannot read {name}: {e.strerror or e}", file=sys.stderr)
             return exitcodes.NOINPUT
-    for event in parser.flush():
-        sys.stdout.write(json.dumps(event_to_json(event)) + "\n")
+    _print([event_to_json(event) for event in parser.flush()])
     sys.stdout.flush()
     if args.stats:
         print(json.dumps(parser.stats.as_dict()), file=sys.stderr)

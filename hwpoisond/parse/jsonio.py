@@ -84,8 +84,9 @@ def _opt_time(obj: dict[str, Any]) -> float | None:
     return float(value)
 
 
-def event_from_json(obj: dict[str, Any]) -> Event | None:
-    """The Event an object describes, or None when it is not one (wrong kind/source/types)."""
+def event_from_json(obj: dict[str, Any], line: int | None = None) -> Event | None:
+    """The Event an object describes, or None when it is not one (wrong kind/source/types).
+    `line`, when given, replaces the object's own `line` (the input line it was read from)."""
     kind = obj.get("kind")
     source = obj.get("source")
     severity = obj.get("severity")
@@ -110,7 +111,8 @@ def event_from_json(obj: dict[str, Any]) -> Event | None:
             isinstance(k, str) and isinstance(v, str) for k, v in extra_obj.items()
         ):
             return None
-        line = _opt_int(obj, "line")
+        if line is None:
+            line = _opt_int(obj, "line")
         return Event(
             kind=kind,
             source=source,

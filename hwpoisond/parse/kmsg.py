@@ -168,12 +168,16 @@ def _edac_event(
     location: str | None,
     msg: str | None,
     detail: str,
+    time: float | None,
+    line: int | None,
 ) -> Event:
     # EDAC passes page 0 / offset 0 when the driver does not know the address.
     phys_addr = (page << 12) | offset
     usable = phys_addr or None
     dram_text = f"{location or ''} {detail}".strip()
     return Event(
+        time=time,
+        line=line,
         kind="memory_error",
         source="kmsg_edac",
         severity="corrected" if ce else "uncorrected",
@@ -191,7 +195,7 @@ def _edac_event(
     )
 
 
-def parse_edac(message: str) -> Outcome | None:
+def parse_edac(message: str, time: float | None = None, line: int | None = None) -> Outcome | None:
     """An "EDAC MCn: … CE/UE …" line; None when the line is another EDAC message."""
     head = _EDAC_PREFIX.match(message)
     if head is None:
@@ -217,6 +221,8 @@ def parse_edac(message: str) -> Outcome | None:
                 inner["loc"].strip(),
                 m["msg"],
                 inner["detail"] or "",
+                time,
+                line,
             ),
         )
     m = _EDAC_LEGACY.match(body)
@@ -236,6 +242,8 @@ def parse_edac(message: str) -> Outcome | None:
                 location,
                 m["msg"],
                 "",
+                time,
+                line,
             ),
         )
     # Looks like a CE/UE report but did not parse: say so rather than drop it silently.
@@ -381,13 +389,22 @@ _SOFT_PFN = re.compile(rf"^(?P<pfn>{_HEX}):? ?(?P<what>.*)$")
 _CEC = re.compile(rf"^Soft-offlining pfn: (?P<pfn>{_HEX})$")
 
 
-def _pfn_event(kind: str, source: EventSource, pfn_text: str, **fields: str | None) -> Event | None:
+def _pfn_event(
+    kind: str,
+    source: EventSource,
+    pfn_text: str,
+    at: tuple[float | None, int | None],
+    **fields: str | None,
+) -> Event | None:
+    time, line = at
     try:
         pfn = int(pfn_text, 16)
     except ValueError:
         return None
     if kind == "memory_failure":
         return Event(
+            time=time,
+            line=line,
             kind="memory_failure",
             source=source,
             severity=None,
@@ -398,6 +415,8 @@ def _pfn_event(kind: str, source: EventSource, pfn_text: str, **fields: str | No
         )
     if kind == "soft_offline":
         return Event(
+            time=time,
+            line=line,
             kind="soft_offline",
             source=source,
             severity=None,
@@ -406,7 +425,15 @@ def _pfn_event(kind: str, source: EventSource, pfn_text: str, **fields: str | No
             result=fields.get("result"),
             msg=fields.get("msg"),
         )
-    return Event(kind="cec_offline", source=source, severity=None, phys_addr=pfn << 12, pfn=pfn)
+    return Event(
+        time=time,
+        line=line,
+        kind="cec_offline",
+        source=source,
+        severity=None,
+        phys_addr=pfn << 12,
+        pfn=pfn,
+    )
 
 
 def _soft_offline_result(what: str) -> str:
@@ -423,7 +450,7 @@ def _soft_offline_result(what: str) -> str:
     return "other"
 
 
-def parse_soft_offline(rest: str) -> Outcome:
+def parse_soft_offline(rest: str, at: tuple[float | None, int | None]) -> Outcome:
     """The text after "soft offline: " / "soft_offline: " / "Soft offline: "."""
     m = _SOFT_PFN.match(rest)
     if m is None:
@@ -433,31 +460,32 @@ def parse_soft_offline(rest: str) -> Outcome:
         "soft_offline",
         "kmsg_soft_offline",
         m["pfn"],
+        at,
         result=_soft_offline_result(what),
         msg=what or None,
     )
     return Outcome("kmsg_soft_offline", event)
 
 
-def parse_unpoison(rest: str) -> Outcome:
+def parse_unpoison(rest: str, at: tuple[float | None, int | None]) -> Outcome:
     """The text after "Unpoison: ": only "Software-unpoisoned … page" means the page is back."""
     m = _UNPOISONED.match(rest)
     if m is None:
         return Outcome("kmsg_memory_failure", None, notice=True)
-    event = _pfn_event("memory_failure", "kmsg_memory_failure", m["pfn"], result="unpoisoned")
+    event = _pfn_event("memory_failure", "kmsg_memory_failure", m["pfn"], at, result="unpoisoned")
     return Outcome("kmsg_memory_failure", event)
 
 
-def _memory_failure_body(rest: str) -> Outcome | None:
+def _memory_failure_body(rest: str, at: tuple[float | None, int | None]) -> Outcome | None:
     """The text after "Memory failure: " or "MCE " (before v4.16)."""
     if rest.startswith(("soft offline: ", "soft_offline: ")):
-        return parse_soft_offline(rest.partition(": ")[2])
+        return parse_soft_offline(rest.partition(": ")[2], at)
     if rest.startswith("soft_offline_page: "):
-        return parse_soft_offline(rest[len("soft_offline_page: ") :])
+        return parse_soft_offline(rest[len("soft_offline_page: ") :], at)
     if rest.startswith("Unpoison: "):
-        return parse_unpoison(rest[len("Unpoison: ") :])
+        return parse_unpoison(rest[len("Unpoison: ") :], at)
     if rest.startswith("Software-unpoisoned"):  # before v5.x: "MCE: Software-unpoisoned page"
-        return parse_unpoison(rest)
+        return parse_unpoison(rest, at)
     if not rest.startswith("0"):
         return None
     m = _MF_ACTION.match(rest) or _MF_OLD_ACTION.match(rest)
@@ -468,6 +496,7 @@ def _memory_failure_body(rest: str) -> Outcome | None:
                 "memory_failure",
                 "kmsg_memory_failure",
                 m["pfn"],
+                at,
                 page_type=m["type"],
                 result=m["result"].lower(),
             ),
@@ -477,7 +506,7 @@ def _memory_failure_body(rest: str) -> Outcome | None:
         return Outcome(
             "kmsg_memory_failure",
             _pfn_event(
-                "memory_failure", "kmsg_memory_failure", m["pfn"], result="already_poisoned"
+                "memory_failure", "kmsg_memory_failure", m["pfn"], at, result="already_poisoned"
             ),
         )
     if "recovery" in rest:
@@ -485,24 +514,27 @@ def _memory_failure_body(rest: str) -> Outcome | None:
     return None  # other memory-failure chatter (SIGBUS notes, unhandlable pages, …)
 
 
-def parse_page_message(message: str) -> Outcome | None:
+def parse_page_message(
+    message: str, time: float | None = None, line: int | None = None
+) -> Outcome | None:
     """Memory failure, soft offline, unpoison and CEC lines; None when the line is none of them."""
+    at = (time, line)
     if message.startswith("Memory failure: "):
-        return _memory_failure_body(message[len("Memory failure: ") :])
+        return _memory_failure_body(message[len("Memory failure: ") :], at)
     if message.startswith("MCE "):
         rest = message[4:]
         if rest.startswith("Software-unpoisoned") or rest.startswith("0"):
-            return _memory_failure_body(rest)
+            return _memory_failure_body(rest, at)
         return None
     if message.startswith("MCE: Software-unpoisoned"):
-        return parse_unpoison(message[len("MCE: ") :])
+        return parse_unpoison(message[len("MCE: ") :], at)
     if message.startswith(("Soft offline: ", "soft offline: ", "soft_offline: ")):
-        return parse_soft_offline(message.partition(": ")[2])
+        return parse_soft_offline(message.partition(": ")[2], at)
     if message.startswith("Unpoison: "):
-        return parse_unpoison(message[len("Unpoison: ") :])
+        return parse_unpoison(message[len("Unpoison: ") :], at)
     if message.startswith("RAS: Soft-offlining pfn: "):
         m = _CEC.match(message[len("RAS: ") :])
         if m is None:
             return _malformed("kmsg_cec")
-        return Outcome("kmsg_cec", _pfn_event("cec_offline", "kmsg_cec", m["pfn"]))
+        return Outcome("kmsg_cec", _pfn_event("cec_offline", "kmsg_cec", m["pfn"], at))
     return None

@@ -16,7 +16,7 @@ times within one input, which is all the policy does with them.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from hwpoisond.core.model import Event
 from hwpoisond.parse import kmsg
@@ -46,6 +46,8 @@ _HINTS = (
     "Soft-offlining",
     "Machine check events",
 )
+#: What `feed_block` searches a whole block for: the hints, and "\n{" for JSON lines.
+_BLOCK_HINTS = (*_HINTS, "\n{")
 
 
 @dataclass(slots=True)
@@ -80,7 +82,7 @@ class LineParser:
         self._year = assume_year
         self._last_month: int | None = None
         self._mce: kmsg.MceRecord | None = None
-        self._mce_gap = 0
+        self._mce_last = 0  # line number of the open record's last line
 
     # -- public ----------------------------------------------------------------------------
 
@@ -89,22 +91,40 @@ class LineParser:
         when omitted, lines are numbered by how many were fed."""
         self._lineno = lineno if lineno is not None else self._lineno + 1
         self.stats.lines += 1
-        if len(line) > MAX_LINE_CHARS:
-            line = line[:MAX_LINE_CHARS]
         out: list[Event] = []
-        if self._mce is not None:
-            self._mce_gap += 1
-            if self._mce_gap > MCE_RECORD_MAX_GAP_LINES:
-                self._close_mce(out)
-        if line[:1] == "{":
-            self._json(line, out)
-            return out
-        if not any(hint in line for hint in _HINTS):
-            return out
-        try:
-            self._dispatch(line.rstrip("\r\n"), out)
-        except Exception:  # untrusted input must never stop the stream; count it and go on
-            _bump(self.stats.malformed, "unknown")
+        self._feed_one(line, out)
+        return out
+
+    def feed_block(self, text: str, first_lineno: int | None = None) -> list[Event]:
+        """Parse many lines at once, the fast path for files: `text` is lines joined by "\\n"
+        (one final "\\n" allowed), `first_lineno` the number of its first line (default: the
+        line after the last one fed). Same events, stats and state as feeding each line; only
+        the lines that contain a hint are looked at, found with str.find over the whole block."""
+        if text.endswith("\n"):
+            text = text[:-1]
+        base = first_lineno if first_lineno is not None else self._lineno + 1
+        nlines = text.count("\n") + 1
+        starts: set[int] = set()
+        if text[:1] == "{":
+            starts.add(0)
+        for hint in _BLOCK_HINTS:
+            pos = text.find(hint)
+            while pos >= 0:
+                starts.add(text.rfind("\n", 0, pos) + 1 if hint != "\n{" else pos + 1)
+                end = text.find("\n", pos + 1)
+                if end < 0:
+                    break
+                pos = text.find(hint, end)
+        out: list[Event] = []
+        lineno, prev = base, 0
+        for start in sorted(starts):
+            lineno += text.count("\n", prev, start)
+            prev = start
+            end = text.find("\n", start)
+            self._lineno = lineno
+            self._feed_one(text[start:] if end < 0 else text[start:end], out)
+        self._lineno = base + nlines - 1
+        self.stats.lines += nlines
         return out
 
     def flush(self) -> list[Event]:
@@ -116,9 +136,24 @@ class LineParser:
 
     # -- dispatch --------------------------------------------------------------------------
 
-    def _emit(self, out: list[Event], event: Event, time: float | None) -> None:
+    def _feed_one(self, line: str, out: list[Event]) -> None:
+        if len(line) > MAX_LINE_CHARS:
+            line = line[:MAX_LINE_CHARS]
+        if self._mce is not None and self._lineno - self._mce_last > MCE_RECORD_MAX_GAP_LINES:
+            self._close_mce(out)
+        if line[:1] == "{":
+            self._json(line, out)
+            return
+        if not any(hint in line for hint in _HINTS):
+            return
+        try:
+            self._dispatch(line.rstrip("\r\n"), out)
+        except Exception:  # untrusted input must never stop the stream; count it and go on
+            _bump(self.stats.malformed, "unknown")
+
+    def _emit(self, out: list[Event], event: Event) -> None:
         _bump(self.stats.events, event.source)
-        out.append(replace(event, time=time, line=self._lineno))
+        out.append(event)
 
     def _close_mce(self, out: list[Event]) -> None:
         record, self._mce = self._mce, None
@@ -137,13 +172,13 @@ class LineParser:
             split = split_trace_line(line)
             if split is not None and split[0] in TRACE_PARSERS:
                 name, ts, _cpu, body = split
-                event = TRACE_PARSERS[name](body)
+                event = TRACE_PARSERS[name](body, ts, self._lineno)
                 if self._mce is not None:
                     self._close_mce(out)
                 if event is None:
                     _bump(self.stats.malformed, name)
                 else:
-                    self._emit(out, event, ts)
+                    self._emit(out, event)
                 return
         parsed = kmsg.split_prefix(line)
         message = parsed.message
@@ -158,9 +193,12 @@ class LineParser:
         if kmsg.is_mce_notice(message):
             _bump(self.stats.notices, "kmsg_mce")
             return
-        outcome = kmsg.parse_edac(message) if message.startswith("EDAC MC") else None
+        lineno = self._lineno
+        outcome = None
+        if message.startswith("EDAC MC"):
+            outcome = kmsg.parse_edac(message, time, lineno)
         if outcome is None:
-            outcome = kmsg.parse_page_message(message)
+            outcome = kmsg.parse_page_message(message, time, lineno)
         if outcome is None:
             return
         if self._mce is not None:
@@ -170,7 +208,7 @@ class LineParser:
         elif outcome.event is None:
             _bump(self.stats.malformed, outcome.source)
         else:
-            self._emit(out, outcome.event, time)
+            self._emit(out, outcome.event)
 
     def _mce_line(self, body: str, message: str, time: float | None, out: list[Event]) -> None:
         if body.startswith("CPU "):
@@ -182,13 +220,13 @@ class LineParser:
                     _bump(self.stats.malformed, "kmsg_mce")
                 return
             self._mce = record
-            self._mce_gap = 0
+            self._mce_last = self._lineno
             return
         if kmsg.is_mce_notice(message):
             _bump(self.stats.notices, "kmsg_mce")
             return
         if self._mce is not None and kmsg.continue_mce_record(self._mce, body):
-            self._mce_gap = 0
+            self._mce_last = self._lineno
             if self._mce.complete:
                 self._close_mce(out)
 
@@ -203,10 +241,10 @@ class LineParser:
             obj = json.loads(line)
         except ValueError:
             return  # a brace-led line that is not JSON is just not ours
-        event = event_from_json(obj) if isinstance(obj, dict) else None
+        event = event_from_json(obj, line=self._lineno) if isinstance(obj, dict) else None
         if event is None:
             _bump(self.stats.malformed, "json")
             return
         if self._mce is not None:
             self._close_mce(out)
-        self._emit(out, event, event.time)
+        self._emit(out, event)

@@ -132,7 +132,7 @@ MC_EVENT_SEVERITY: dict[str, Severity] = {
 }
 
 
-def parse_mc_event(body: str) -> Event | None:
+def parse_mc_event(body: str, time: float | None = None, line: int | None = None) -> Event | None:
     """One `mc_event` body. EDAC drivers pass page 0 / offset 0 when they do not know the
     address, so address 0 means "unknown" (nobody offlines pfn 0)."""
     m = _MC_EVENT.match(body)
@@ -142,6 +142,8 @@ def parse_mc_event(body: str) -> Event | None:
     phys_addr = addr or None
     detail = m["detail"] or ""
     return Event(
+        time=time,
+        line=line,
         kind="memory_error",
         source="mc_event",
         severity=MC_EVENT_SEVERITY[m["type"]],
@@ -171,7 +173,7 @@ def _mce_items(body: str) -> dict[str, str]:
     return items
 
 
-def parse_mce_record(body: str) -> Event | None:
+def parse_mce_record(body: str, time: float | None = None, line: int | None = None) -> Event | None:
     """One `mce_record` body, any of the three generations."""
     items = _mce_items(body)
     try:
@@ -220,6 +222,8 @@ def parse_mce_record(body: str) -> Event | None:
         ("misc", f"{misc:#x}"),
     )
     return Event(
+        time=time,
+        line=line,
         kind="memory_error" if decoded.memory_error else "mce",
         source="mce_record",
         severity=decoded.severity,
@@ -239,7 +243,9 @@ _MEMORY_FAILURE = re.compile(
 )
 
 
-def parse_memory_failure_event(body: str) -> Event | None:
+def parse_memory_failure_event(
+    body: str, time: float | None = None, line: int | None = None
+) -> Event | None:
     """One `memory_failure_event` body. `result` is the kernel's action name lower-cased
     (recovered, delayed, failed, ignored); the page type is kept verbatim."""
     m = _MEMORY_FAILURE.match(body)
@@ -247,6 +253,8 @@ def parse_memory_failure_event(body: str) -> Event | None:
         return None
     pfn = int(m["pfn"], 16)
     return Event(
+        time=time,
+        line=line,
         kind="memory_failure",
         source="memory_failure_event",
         severity=None,
@@ -276,7 +284,9 @@ EXTLOG_SEVERITY: dict[str, Severity] = {
 _PA_INVALID = (1 << 64) - 1  # the tracepoint stores ~0 when CPER_MEM_VALID_PA is clear
 
 
-def parse_extlog_mem_event(body: str) -> Event | None:
+def parse_extlog_mem_event(
+    body: str, time: float | None = None, line: int | None = None
+) -> Event | None:
     """One `extlog_mem_event` body."""
     m = _EXTLOG.match(body)
     if m is None:
@@ -287,6 +297,8 @@ def parse_extlog_mem_event(body: str) -> Event | None:
     loc = m["loc"].strip()
     fru_text = (m["fru_text"] or "").strip()
     return Event(
+        time=time,
+        line=line,
         kind="memory_error",
         source="extlog_mem_event",
         severity=EXTLOG_SEVERITY.get(m["sev"]),
@@ -302,7 +314,7 @@ def parse_extlog_mem_event(body: str) -> Event | None:
 
 
 #: Body parser for each trace event name.
-TRACE_PARSERS: dict[str, Callable[[str], Event | None]] = {
+TRACE_PARSERS: dict[str, Callable[[str, float | None, int | None], Event | None]] = {
     "mc_event": parse_mc_event,
     "mce_record": parse_mce_record,
     "memory_failure_event": parse_memory_failure_event,
