@@ -28,6 +28,7 @@ from collections.abc import Callable
 
 from hwpoisond.core.model import Event
 from hwpoisond.kernelfs import KernelFS, KernelFSError
+from hwpoisond.parse.stream import LineParser
 from hwpoisond.sources.base import LineParserLike, SourceStatus
 
 #: Where tracefs lives: its own mount since 4.1, else under debugfs (older kernels, and the
@@ -85,8 +86,8 @@ class TracefsSource:
     def __init__(
         self,
         kfs: KernelFS,
-        parser_factory: Callable[[], LineParserLike],
         *,
+        parser_factory: Callable[[], LineParserLike] = LineParser,
         instance_name: str = DEFAULT_INSTANCE,
         mount_if_absent: bool = True,
     ) -> None:

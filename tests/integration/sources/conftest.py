@@ -53,6 +53,16 @@ def trace_line(ts: float, payload: str, event: str = "mc_event", pid: int = 0) -
     return f"          <idle>-{pid}       [002] d.h1. {ts:12.6f}: {event}: {payload}\n"
 
 
+def mc_event_payload(pfn: int, label: str = "CPU_SrcID#0_MC#0_Chan#0_DIMM#0") -> str:
+    """An `mc_event` body in the kernel's print fmt (include/ras/ras_event.h, as printed by the
+    6.x `events/ras/mc_event/format`), one corrected error at page `pfn`."""
+    return (
+        f"1 Corrected error: memory read error on {label} (mc:0 location:0:0:-1"
+        f" address:0x{pfn << 12:016x} grain:32 syndrome:0x00000000 APEI location: node:0"
+        " card:0 module:0 rank:1 bank:3 row:4660 column:128)"
+    )
+
+
 def write_file(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(text)

@@ -17,13 +17,18 @@ from hwpoisond.core.model import Event
 from hwpoisond.kernelfs import KernelFS
 from hwpoisond.sources.tracefs import TracefsSource
 
-from .conftest import BTIME, PrefixParser, make_instance, trace_line
+from .conftest import BTIME, PrefixParser, make_instance, mc_event_payload, trace_line
 
 TRACING = Path("sys/kernel/tracing")
 
 
-def source(root: Path, **kw: object) -> TracefsSource:
-    return TracefsSource(KernelFS(root), PrefixParser, **kw)  # type: ignore[arg-type]
+def source(root: Path, instance_name: str = "hwpoisond") -> TracefsSource:
+    """A source with the real line parser."""
+    return TracefsSource(KernelFS(root), instance_name=instance_name)
+
+
+def pfns(events: list[Event]) -> list[int | None]:
+    return [e.pfn for e in events]
 
 
 def readable(src: TracefsSource, timeout: float) -> bool:
@@ -76,21 +81,21 @@ def test_lines_become_events_with_wall_clock_time(opened: tuple[TracefsSource, P
     src, inst = opened
     assert not readable(src, 0)
     with open(inst / "trace_pipe", "w") as w:
-        w.write(trace_line(120.5, "1 Corrected error: on DIMM_A1"))
-        w.write(trace_line(121.25, "2 Corrected errors: on DIMM_B1"))
+        w.write(trace_line(120.5, mc_event_payload(0x1234)))
+        w.write("some unrelated kernel text without an event\n")
+        w.write(trace_line(121.25, mc_event_payload(0x5678, label="DIMM_B1")))
     events = drain_until(src, 2)
-    assert [e.msg for e in events] == [
-        "1 Corrected error: on DIMM_A1",
-        "2 Corrected errors: on DIMM_B1",
-    ]
+    assert pfns(events) == [0x1234, 0x5678]
+    assert [e.source for e in events] == ["mc_event", "mc_event"]
+    assert events[1].label == "DIMM_B1"
     # Fake root: wall clock = /proc/stat btime + trace timestamp.
     assert [e.time for e in events] == [BTIME + 120.5, BTIME + 121.25]
-    assert [e.line for e in events] == [1, 2]
+    assert [e.line for e in events] == [1, 3]
 
 
 def test_partial_lines_wait_for_their_newline(opened: tuple[TracefsSource, Path]) -> None:
     src, inst = opened
-    line = trace_line(5.0, "split across two writes")
+    line = trace_line(5.0, mc_event_payload(42))
     fd = os.open(inst / "trace_pipe", os.O_WRONLY)
     try:
         os.write(fd, line[:30].encode())
@@ -100,7 +105,7 @@ def test_partial_lines_wait_for_their_newline(opened: tuple[TracefsSource, Path]
         events = drain_until(src, 1)
     finally:
         os.close(fd)
-    assert [e.msg for e in events] == ["split across two writes"]
+    assert pfns(events) == [42]
 
 
 def test_burst_larger_than_the_pipe_arrives_complete_and_in_order(
@@ -112,15 +117,14 @@ def test_burst_larger_than_the_pipe_arrives_complete_and_in_order(
     def writer() -> None:
         with open(inst / "trace_pipe", "w") as w:
             for i in range(n):
-                w.write(trace_line(1000 + i / 1000, f"burst {i}"))
+                w.write(trace_line(1000 + i / 1000, mc_event_payload(i + 1)))
 
     t = threading.Thread(target=writer)
     t.start()
     events = drain_until(src, n, timeout=15)
     t.join()
     assert len(events) == n
-    assert [e.msg for e in events[:3]] == ["burst 0", "burst 1", "burst 2"]
-    assert all(e.msg == f"burst {i}" for i, e in enumerate(events))
+    assert pfns(events) == list(range(1, n + 1))
 
 
 def test_writer_going_away_neither_spins_nor_ends_the_source(
@@ -128,14 +132,14 @@ def test_writer_going_away_neither_spins_nor_ends_the_source(
 ) -> None:
     src, inst = opened
     with open(inst / "trace_pipe", "w") as w:
-        w.write(trace_line(1.0, "first writer"))
-    assert [e.msg for e in drain_until(src, 1)] == ["first writer"]
+        w.write(trace_line(1.0, mc_event_payload(1)))
+    assert pfns(drain_until(src, 1)) == [1]
     # The writer closed: a bare FIFO would now be readable forever (EOF). Ours is not.
     assert not readable(src, 0.1)
     assert src.status().available
     with open(inst / "trace_pipe", "w") as w:
-        w.write(trace_line(2.0, "second writer"))
-    assert [e.msg for e in drain_until(src, 1)] == ["second writer"]
+        w.write(trace_line(2.0, mc_event_payload(2)))
+    assert pfns(drain_until(src, 1)) == [2]
 
 
 def test_overlong_line_is_dropped_and_stream_resynchronises(
@@ -146,13 +150,13 @@ def test_overlong_line_is_dropped_and_stream_resynchronises(
     def writer() -> None:
         with open(inst / "trace_pipe", "w") as w:
             w.write("x" * 200_000 + "\n")
-            w.write(trace_line(3.0, "after the garbage"))
+            w.write(trace_line(3.0, mc_event_payload(3)))
 
     t = threading.Thread(target=writer)
     t.start()
     events = drain_until(src, 1)
     t.join()
-    assert [e.msg for e in events] == ["after the garbage"]
+    assert pfns(events) == [3]
     assert src.lines_too_long == 1
 
 
@@ -167,11 +171,11 @@ def test_second_daemon_takes_its_own_instance_and_steals_nothing(fake_root: Path
         assert "instance hwpoisond-1" in st.reason
         # The kernel feeds every instance; here the test plays the kernel for each buffer.
         with open(first_inst / "trace_pipe", "w") as w:
-            w.write(trace_line(1.0, "for the first"))
+            w.write(trace_line(1.0, mc_event_payload(1)))
         with open(second_inst / "trace_pipe", "w") as w:
-            w.write(trace_line(1.0, "for the second"))
-        assert [e.msg for e in drain_until(first, 1)] == ["for the first"]
-        assert [e.msg for e in drain_until(second, 1)] == ["for the second"]
+            w.write(trace_line(1.0, mc_event_payload(2)))
+        assert pfns(drain_until(first, 1)) == [1]
+        assert pfns(drain_until(second, 1)) == [2]
         assert first.read_events() == []
     finally:
         first.close()
@@ -259,8 +263,8 @@ def test_debugfs_location_is_used_when_tracing_is_absent(fake_root: Path) -> Non
     try:
         assert src.open().available
         with open(old / "instances/hwpoisond/trace_pipe", "w") as w:
-            w.write(trace_line(7.0, "via debugfs"))
-        assert [e.msg for e in drain_until(src, 1)] == ["via debugfs"]
+            w.write(trace_line(7.0, mc_event_payload(7)))
+        assert pfns(drain_until(src, 1)) == [7]
     finally:
         src.close()
 
@@ -317,7 +321,8 @@ def real_tracefs(tmp_path: Path) -> Iterator[Path]:
 def test_real_tracefs_instance_lifecycle(real_tracefs: Path) -> None:
     name = f"hwpoisond-test-{os.getpid()}"
     inst = real_tracefs / TRACING / "instances" / name
-    src = source(real_tracefs, instance_name=name)
+    # trace_marker lines are not RAS events: the stand-in parser turns any trace line into one.
+    src = TracefsSource(KernelFS(real_tracefs), parser_factory=PrefixParser, instance_name=name)
     st = src.open()
     if not st.available and "none of the RAS tracepoints" in st.reason:
         pytest.skip("kernel has no RAS tracepoints")
