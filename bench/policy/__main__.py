@@ -74,7 +74,11 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
         help="an escalation avoids a UE only if it came this long before it (default 0)",
     )
     p.add_argument("--cec-fraction", type=float, default=0.0, help="share of CEC hosts")
-    p.add_argument("--all-mce-records", action="store_true", help="mce_record for every CE too")
+    p.add_argument(
+        "--edac-only",
+        action="store_true",
+        help="no mce_record line for CEs on EDAC hosts (default: both, as a real trace has)",
+    )
     p.add_argument("--config", default=None, help="hwpoisond config passed to replay")
     p.add_argument("--jobs", type=int, default=2, help="replays at once")
     p.add_argument("--out", default=None, help="keep traces and results here (default: temp)")
@@ -98,7 +102,7 @@ def main(argv: list[str] | None = None) -> int:
                 seed=seed,
                 days=args.days,
                 cec_fraction=args.cec_fraction,
-                all_mce_records=args.all_mce_records,
+                all_mce_records=not args.edac_only,
             )
             out_dir = root / f"seed-{seed}"
             t0 = time.monotonic()

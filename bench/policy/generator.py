@@ -49,9 +49,11 @@ class SuiteParams:
     #: Share of hosts whose kernel runs the RAS CEC (CONFIG_RAS_CEC): those log mce_record only
     #: and the kernel soft-offlines a pfn on its second CE itself.
     cec_fraction: float = 0.0
-    #: Also write an mce_record line for every CE on EDAC hosts (a real trace has both; off by
-    #: default so that policies that do not dedupe are not handed double counts).
-    all_mce_records: bool = False
+    #: Write the mce_record line of every CE on EDAC hosts too, as a real trace has (the
+    #: tracepoint fires in mce_log() for every machine check; skx_edac then emits mc_event).
+    #: mcelog- and CEC-like presets count only mce_record, rasdaemon only mc_event; off gives an
+    #: EDAC-only trace.
+    all_mce_records: bool = True
 
 
 @dataclass(frozen=True, slots=True)

@@ -149,3 +149,13 @@ def test_ues_fall_inside_the_horizon_and_after_a_ce_mostly() -> None:
             preceded += bool(fault_ces and min(fault_ces) < ue.at)
     assert total >= 15
     assert preceded / total > 0.85
+
+
+@pytest.mark.parametrize("all_mce_records", [True, False])
+def test_mce_record_per_ce_on_edac_hosts_unless_edac_only(all_mce_records: bool) -> None:
+    params = SuiteParams(seed=11, days=30, all_mce_records=all_mce_records)
+    for host in range(5):
+        trace = generate_host(params, host)
+        events, _ = _parse(trace.lines)
+        mce_ces = [e.pfn for e in events if e.source == "mce_record" and e.severity == "corrected"]
+        assert mce_ces == ([c.pfn for c in trace.truth.ces] if all_mce_records else [])
