@@ -85,7 +85,9 @@ def build_parser() -> argparse.ArgumentParser:
             "none",
             "first-ce",
         ),
-        help="policy preset (default: the config's policy)",
+        help="policy preset alone, ignoring the config's [policy] keys (default: the config's "
+        "policy); presets other than default run without a budget unless the config sets "
+        "[budget]",
     )
     p.add_argument("--json", action="store_true", help="print the JSON summary")
     p.add_argument(
@@ -96,6 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="fraction of offline attempts that fail (deterministic, seeded by pfn)",
     )
     p.add_argument("--per-file", action="store_true", help="treat each file as a separate host")
+    p.add_argument(
+        "--total-ram",
+        default=None,
+        metavar="SIZE",
+        help="RAM of the replayed host, for budget.max_retired_fraction (default: 256GiB)",
+    )
 
     p = sub.add_parser("check-config", parents=[common], help="validate a configuration file")
     p.add_argument("file", nargs="?", metavar="FILE", help="the file (default: --config)")

@@ -24,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 
+from hwpoisond.core.params import BudgetParams, PolicyParams, preset_params, with_overrides
+
 DEFAULT_STATE_DIR = "/var/lib/hwpoisond"
 DEFAULT_METRICS_PORT = 9862
 
@@ -137,25 +139,50 @@ Preset = Literal[
 
 
 class PolicyConfig(_Section):
-    #: Start from a preset; keys set here override it.
+    """[policy]: a preset, then any key set explicitly in the file overrides the preset's value.
+    The defaults shown are the `default` preset's (hwpoisond.core.params explains each choice).
+    A limit or rule set to 0 is disabled."""
+
+    #: Start from a preset: default | rasdaemon | mcelog | kernel-cec | kernel-cec-amd | none |
+    #: first-ce. Keys set explicitly below override the preset's values.
     preset: Preset = "default"
-    #: What to do with a page whose corrected errors recur.
+    #: What to do with a page over threshold: off | account (record, never write) | soft |
+    #: hard (kills processes using the page) | soft-then-hard (hard only when soft keeps failing).
     action: Action = "soft"
-    #: Corrected errors on one 4 KiB page within `window` that trigger the action.
+    #: Corrected errors (count) on one 4 KiB page within `window` that make the page bad.
     ce_threshold: PositiveInt = 2
+    #: Duration of the per-page recurrence window (for the rasdaemon/mcelog presets: their
+    #: bucket's refresh cycle; for kernel-cec: the CEC decay interval).
     window: Duration = 86400.0
-    #: Distinct bad pages in one DRAM row (same mc/rank/bank/row) that make the row the unit.
-    row_pages_threshold: PositiveInt = 2
-    #: Distinct bad pages on one DIMM beyond which retiring pages is futile: escalate instead.
-    dimm_pages_limit: PositiveInt = 64
-    #: Corrected errors per hour on one DIMM/controller without page locality that count as a
-    #: storm (a channel or controller fault): escalate, do not retire.
-    storm_ce_per_hour: PositiveInt = 5000
-    #: Failed soft offlines are retried this many times with exponential back-off.
+    #: Duration: a report of the same page from another source (mc_event and mce_record, trace
+    #: and dmesg) within this time is the same error and counts once.
+    dedupe: Duration = 1.0
+    #: Distinct erroring pages (count) in one DRAM row (same DIMM/rank/bank/row) that make the
+    #: row the unit: its known pages are retired, the others on their first corrected error.
+    row_pages_threshold: NonNegativeInt = 2
+    #: Distinct erroring DRAM rows (count) in one bank beyond which the fault is a bank or column
+    #: fault: stop retiring there and recommend replacing the DIMM.
+    bank_rows_limit: NonNegativeInt = 8
+    #: Distinct erroring pages (count) on one DIMM beyond which retiring pages is futile: stop
+    #: retiring there and recommend replacing the DIMM.
+    dimm_pages_limit: NonNegativeInt = 64
+    #: Corrected errors (count) in one clock hour on one memory controller (or DIMM when the
+    #: controller is unknown) that, spread over at least `storm_distinct_pages` pages, are a
+    #: channel or controller fault: escalate, stop retiring there.
+    storm_ce_per_hour: NonNegativeInt = 5000
+    #: Distinct pages (count) the storm's errors must cover (no page locality).
+    storm_distinct_pages: NonNegativeInt = 256
+    #: Failed offlines are retried this many times (count), waiting `retry_backoff`, then twice
+    #: that, and so on.
     retry_max: NonNegativeInt = 4
+    #: Duration before the first retry of a failed offline.
     retry_backoff: Duration = 60.0
-    #: Pages tracked at once; the least useful sub-threshold pages are evicted beyond it.
+    #: Sub-threshold pages (count) tracked at once; beyond it the least recently seen is
+    #: forgotten. Pages over threshold, retired or poisoned are never forgotten.
     max_tracked_pages: PositiveInt = 100_000
+    #: DRAM rows, banks, DIMMs and controllers (count, each) tracked for the row and futility
+    #: rules; beyond it the least recently added one that is not flagged is forgotten.
+    max_tracked_units: PositiveInt = 16_384
 
     @field_validator("window", "retry_backoff")
     @classmethod
@@ -166,12 +193,56 @@ class PolicyConfig(_Section):
 
 
 class BudgetConfig(_Section):
-    #: Never retire more than this much memory in total...
+    """[budget]: limits on what the policy may retire, whatever its rules say."""
+
+    #: Turn the budget off (false: no limit at all).
+    enabled: bool = True
+    #: Size: never hold more than this much memory offlined in total ...
     max_retired_bytes: Size = 256 * 1024**2
-    #: ...nor more than this fraction of RAM (whichever is smaller).
+    #: ... nor more than this fraction (0..1) of RAM, whichever is smaller.
     max_retired_fraction: Annotated[float, Field(ge=0, le=1)] = 0.001
-    #: Offline actions per rolling hour.
+    #: Soft/hard offline actions (count, retries included) per rolling hour.
     max_offlines_per_hour: PositiveInt = 64
+
+
+#: [policy] keys → hwpoisond.core.params.PolicyParams fields.
+_POLICY_FIELDS = {
+    "action": "action",
+    "ce_threshold": "ce_threshold",
+    "window": "window_seconds",
+    "dedupe": "dedupe_seconds",
+    "row_pages_threshold": "row_pages_threshold",
+    "bank_rows_limit": "bank_rows_limit",
+    "dimm_pages_limit": "dimm_pages_limit",
+    "storm_ce_per_hour": "storm_ce_per_hour",
+    "storm_distinct_pages": "storm_distinct_pages",
+    "retry_max": "retry_max",
+    "retry_backoff": "retry_backoff_seconds",
+    "max_tracked_pages": "max_tracked_pages",
+    "max_tracked_units": "max_tracked_units",
+}
+
+
+def policy_params(cfg: Config, total_ram_bytes: int | None) -> PolicyParams:
+    """The core's parameters: the preset, the [policy] keys set explicitly, and the budget
+    (absolute limit, lowered to `max_retired_fraction` of `total_ram_bytes` when known)."""
+    pol = cfg.policy
+    overrides: dict[str, object] = {
+        _POLICY_FIELDS[key]: getattr(pol, key)
+        for key in sorted(pol.model_fields_set)
+        if key in _POLICY_FIELDS
+    }
+    if "window" in overrides and preset_params(pol.preset).counter == "cec":
+        overrides["cec_decay_interval_seconds"] = overrides["window"]
+    params = with_overrides(preset_params(pol.preset), **overrides)
+    b = cfg.budget
+    budget = BudgetParams()
+    if b.enabled:
+        limit = b.max_retired_bytes
+        if total_ram_bytes is not None:
+            limit = min(limit, int(total_ram_bytes * b.max_retired_fraction))
+        budget = BudgetParams(limit, b.max_offlines_per_hour)
+    return with_overrides(params, budget=budget)
 
 
 class MetricsConfig(_Section):
