@@ -38,6 +38,8 @@ from hwpoisond.core.model import PAGE_SIZE_BYTES
 
 if TYPE_CHECKING:
     from hwpoisond.config import MetricsConfig
+    from hwpoisond.sources.edac import EdacSnapshot
+    from hwpoisond.sources.memstate import MemoryState
 
 PREFIX = "hwpoisond_"
 #: node_exporter's textfile collector reads only `*.prom` files in its directory.
@@ -207,7 +209,7 @@ class KernelSettings:
     early_kill: int | None
     recovery: int | None
     enable_soft_offline: int | None
-    cec_present: bool
+    cec_present: bool | None
     cec_threshold: int | None
 
 
@@ -277,6 +279,77 @@ class MetricsSnapshot:
     database_corruption_recoveries: int = 0
     dimm_fingerprint_changes: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+
+
+# -- converters from the sources' records ---------------------------------------------------------
+
+_MIB = 1024 * 1024
+
+
+def _mib_bytes(size_mb: int | None) -> int | None:
+    return None if size_mb is None else size_mb * _MIB
+
+
+def edac_counts(snapshot: EdacSnapshot) -> tuple[EdacMcCounts, ...]:
+    """The EDAC part of a `MetricsSnapshot` from `hwpoisond.sources.edac.read_edac()`."""
+    return tuple(
+        EdacMcCounts(
+            mc=c.mc,
+            name=c.name,
+            ce_count=c.ce_count,
+            ue_count=c.ue_count,
+            ce_noinfo_count=c.ce_noinfo_count,
+            ue_noinfo_count=c.ue_noinfo_count,
+            size_bytes=_mib_bytes(c.size_mb),
+            csrows=tuple(
+                EdacCsrowCounts(
+                    csrow=r.csrow,
+                    ce_count=r.ce_count,
+                    ue_count=r.ue_count,
+                    channels=tuple(
+                        EdacCsrowChannel(ch.channel, ch.dimm_label, ch.ce_count)
+                        for ch in r.channels
+                    ),
+                )
+                for r in c.csrows
+            ),
+            dimms=tuple(
+                EdacDimmCounts(
+                    entry=f"{d.kind}{d.index}",
+                    label=d.label,
+                    location=d.location,
+                    ce_count=d.ce_count,
+                    ue_count=d.ue_count,
+                    size_bytes=_mib_bytes(d.size_mb),
+                )
+                for d in c.dimms
+            ),
+        )
+        for c in snapshot.controllers
+    )
+
+
+def node_memory_failure_counts(state: MemoryState) -> tuple[NodeMemoryFailure, ...]:
+    """Per-node memory_failure() outcomes from `hwpoisond.sources.memstate.read_memory_state()`;
+    `total` is left out (it is the sum of the others)."""
+    out = []
+    for n in state.nodes:
+        for result in ("recovered", "ignored", "failed", "delayed"):
+            count = getattr(n, result)
+            if count is not None:
+                out.append(NodeMemoryFailure(n.node, result, count))
+    return tuple(out)
+
+
+def kernel_settings(state: MemoryState) -> KernelSettings:
+    """The kernel-settings info metric's values from `read_memory_state()`."""
+    return KernelSettings(
+        early_kill=state.memory_failure_early_kill,
+        recovery=state.memory_failure_recovery,
+        enable_soft_offline=state.enable_soft_offline,
+        cec_present=state.cec.present,
+        cec_threshold=state.cec.action_threshold,
+    )
 
 
 # -- the collector ------------------------------------------------------------------------------
@@ -437,7 +510,9 @@ def _settings_info(settings: KernelSettings) -> InfoMetricFamily:
             "early_kill": text(settings.early_kill),
             "recovery": text(settings.recovery),
             "enable_soft_offline": text(settings.enable_soft_offline),
-            "cec_present": "1" if settings.cec_present else "0",
+            "cec_present": UNKNOWN
+            if settings.cec_present is None
+            else str(int(settings.cec_present)),
             "cec_threshold": text(settings.cec_threshold),
         },
     )

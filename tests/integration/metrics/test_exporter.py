@@ -9,7 +9,6 @@ import ssl
 import stat
 import subprocess
 import threading
-import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -19,15 +18,10 @@ import pytest
 
 from hwpoisond.config import MetricsConfig
 from hwpoisond.metrics import TEXTFILE_NAME, Exporter, MetricsSnapshot
+from tests.integration.metrics.helpers import NODE_EXPORTER, free_port, get, wait_for
 from tests.unit.metrics.samples import populated_snapshot, samples_of, value
 
 PROMTOOL = shutil.which("promtool")
-NODE_EXPORTER = shutil.which("prometheus-node-exporter") or shutil.which("node_exporter")
-
-
-def get(url: str, context: ssl.SSLContext | None = None) -> tuple[int, str, str]:
-    with urllib.request.urlopen(url, timeout=5, context=context) as resp:
-        return resp.status, resp.headers["Content-Type"], resp.read().decode()
 
 
 @pytest.fixture
@@ -161,23 +155,6 @@ def test_textfile_write_into_a_missing_directory_fails_loudly(tmp_path: Path) ->
     with pytest.raises(OSError):
         e.publish(MetricsSnapshot())
     assert e.snapshot == MetricsSnapshot()  # the swap happened before the write
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def wait_for(url: str, deadline_seconds: float = 10.0) -> str:
-    end = time.monotonic() + deadline_seconds
-    while True:
-        try:
-            return get(url)[2]
-        except (urllib.error.URLError, ConnectionError):
-            if time.monotonic() > end:
-                raise
-            time.sleep(0.05)
 
 
 @pytest.mark.skipif(

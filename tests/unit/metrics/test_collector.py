@@ -241,3 +241,39 @@ def test_unreadable_edac_counters_are_left_out_not_zeroed() -> None:
     dimm = {"mc": "3", "entry": "dimm0", "dimm": "unknown", "location": "unknown"}
     assert value(s, "hwpoisond_edac_dimm_uncorrected_errors_total", **dimm) == 2
     assert value(s, "hwpoisond_edac_mc_info", mc="3", mc_name="unknown", layout="dimm") == 1
+
+
+def test_memory_state_converters() -> None:
+    from hwpoisond.metrics import kernel_settings, node_memory_failure_counts
+    from hwpoisond.sources.memstate import CecState, MemoryState, NodeMemoryFailure
+
+    state = MemoryState(
+        hardware_corrupted_bytes=8192,
+        mem_total_bytes=1 << 30,
+        nodes=(NodeMemoryFailure(1, total=5, ignored=1, failed=None, delayed=0, recovered=4),),
+        memory_failure_early_kill=1,
+        memory_failure_recovery=1,
+        enable_soft_offline=None,
+        cec=CecState(present=None),
+    )
+    s = scrape(
+        MetricsSnapshot(
+            node_memory_failure=node_memory_failure_counts(state),
+            kernel_settings=kernel_settings(state),
+        )
+    )
+    nodes = {k: v for k, v in s.items() if k[0] == "hwpoisond_node_memory_failure_pages_total"}
+    # `total` is the sum of the others, and an unreadable count is left out.
+    assert {dict(labels)["result"]: v for (_, labels), v in nodes.items()} == {
+        "ignored": 1,
+        "delayed": 0,
+        "recovered": 4,
+    }
+    info = {
+        "early_kill": "1",
+        "recovery": "1",
+        "enable_soft_offline": "unknown",
+        "cec_present": "unknown",
+        "cec_threshold": "unknown",
+    }
+    assert value(s, "hwpoisond_kernel_settings_info", **info) == 1
