@@ -36,6 +36,8 @@ mount -t tmpfs -o mode=1777 tmpfs $r/dev/shm
 mount -t devpts devpts $r/dev/pts
 mount -t debugfs debugfs $r/sys/kernel/debug
 mount -t tracefs tracefs $r/sys/kernel/tracing
+# systemd-journald (scenario "two sources") refuses to start without a cgroup hierarchy.
+mount -t cgroup2 cgroup2 $r/sys/fs/cgroup
 mount -t tmpfs -o mode=0755 tmpfs $r/run
 mkdir -p $r$out $r/run/tmp
 chmod 1777 $r/run/tmp
