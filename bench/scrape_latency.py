@@ -1,0 +1,185 @@
+"""Benchmark: `/metrics` scrape time on a large host (64 DIMMs, 10,000 tracked pages).
+
+Rule: measures, never asserts. Builds a fully populated snapshot for 8 memory controllers with
+8 DIMMs each (per-DIMM EDAC layout, errors on every DIMM and every source/severity), 10,000
+tracked pages, 4 NUMA nodes and a filled latency histogram; publishes it to a real exporter on
+127.0.0.1 and prints, as JSON, the median and p95 of (a) a full HTTP GET of /metrics over
+loopback (a new connection each time, as Prometheus' scraper does per scrape) and (b) rendering
+the exposition in-process, plus the series count and body size. Target: median HTTP <= 5 ms.
+Tracked pages never become labels, so their number changes one gauge's value, not the size.
+
+    .venv/bin/python bench/scrape_latency.py [--runs 200] [--dimms 64] [--tracked-pages 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import urllib.request
+
+from hwpoisond.metrics import (
+    Budget,
+    DimmErrors,
+    DimmHealth,
+    EdacDimmCounts,
+    EdacMcCounts,
+    Exporter,
+    KernelRecoveries,
+    KernelSettings,
+    LatencyHistogram,
+    MetricsSnapshot,
+    NodeMemoryFailure,
+    OfflineActions,
+    SourceErrors,
+    SourceHealth,
+)
+
+SOURCES = (
+    "mc_event",
+    "mce_record",
+    "memory_failure_event",
+    "extlog_mem_event",
+    "kmsg_edac",
+    "kmsg_mce",
+    "kmsg_memory_failure",
+    "kmsg_soft_offline",
+    "kmsg_cec",
+)
+SEVERITIES = ("corrected", "uncorrected", "deferred", "fatal")
+DIMMS_PER_MC = 8
+MIB = 1024 * 1024
+
+
+def big_snapshot(dimms: int, tracked_pages: int) -> MetricsSnapshot:
+    mcs = max(1, dimms // DIMMS_PER_MC)
+    labels = [
+        (mc, f"CPU_SrcID#{mc // 4}_MC#{mc % 4}_Chan#{i}_DIMM#0")
+        for mc in range(mcs)
+        for i in range(DIMMS_PER_MC)
+    ][:dimms]
+    latency = LatencyHistogram()
+    for i in range(1000):
+        latency = latency.observe((i % 97) / 10_000)
+    return MetricsSnapshot(
+        published_at_seconds=time.time(),
+        start_time_seconds=time.time() - 86_400,
+        errors_by_source=tuple(
+            SourceErrors(s, sev, 1000 + i)
+            for i, (s, sev) in enumerate((s, sev) for s in SOURCES for sev in SEVERITIES)
+        ),
+        errors_by_dimm=tuple(
+            DimmErrors(mc, label, sev, 10 * n + 1)
+            for n, (mc, label) in enumerate(labels)
+            for sev in ("corrected", "uncorrected", "deferred")
+        ),
+        edac=tuple(
+            EdacMcCounts(
+                mc=mc,
+                name=f"Skylake Socket#{mc // 4} IMC#{mc % 4}",
+                ce_count=1000 + mc,
+                ue_count=mc,
+                ce_noinfo_count=3,
+                ue_noinfo_count=0,
+                size_bytes=DIMMS_PER_MC * 32768 * MIB,
+                dimms=tuple(
+                    EdacDimmCounts(
+                        f"dimm{i}", label, f"channel {i} slot 0", 100 + i, i % 2, 32768 * MIB
+                    )
+                    for i, label in enumerate(label for m, label in labels if m == mc)
+                ),
+            )
+            for mc in range(mcs)
+        ),
+        hardware_corrupted_bytes=400 * 4096,
+        node_memory_failure=tuple(
+            NodeMemoryFailure(n, r, n + 1)
+            for n in range(4)
+            for r in ("recovered", "ignored", "failed", "delayed")
+        ),
+        offline_actions=tuple(
+            OfflineActions(a, r, 5)
+            for a in ("soft", "hard", "account")
+            for r in ("offlined", "already_poisoned", "failed", "unsupported", "accounted")
+        ),
+        kernel_recoveries=tuple(
+            KernelRecoveries(r, pt, 1)
+            for r in ("Recovered", "Ignored", "Failed", "Delayed")
+            for pt in ("free buddy page", "clean LRU page", "dirty LRU page", "huge page")
+        ),
+        retired_pages=400,
+        tracked_pages=tracked_pages,
+        pages_over_threshold=tracked_pages // 50,
+        dimms=tuple(
+            DimmHealth(mc, label, n % 3, n % 7 == 0) for n, (mc, label) in enumerate(labels)
+        ),
+        budget=Budget(400 * 4096, 256 * MIB, 12, 64, False),
+        sources=tuple(
+            SourceHealth(s, True, True, 2, time.time() - 60)
+            for s in ("tracefs", "journald", "edac_sysfs", "memory_state")
+        ),
+        kernel_settings=KernelSettings(0, 1, 1, True, 2),
+        database_corruption_recoveries=0,
+        dimm_fingerprint_changes=1,
+        latency=latency,
+    )
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--dimms", type=int, default=64)
+    parser.add_argument("--tracked-pages", type=int, default=10_000)
+    args = parser.parse_args(argv)
+
+    snapshot = big_snapshot(args.dimms, args.tracked_pages)
+    exporter = Exporter(port=0, snapshot=snapshot)
+    exporter.start()
+    try:
+        url = exporter.url
+        assert url is not None
+        body = b""
+        for _ in range(10):  # warm-up: imports, first connections
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                body = resp.read()
+        http_ms = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            with urllib.request.urlopen(url, timeout=5) as resp:
+                body = resp.read()
+            http_ms.append((time.perf_counter() - start) * 1000)
+        render_ms = []
+        for _ in range(args.runs):
+            start = time.perf_counter()
+            exporter.render()
+            render_ms.append((time.perf_counter() - start) * 1000)
+    finally:
+        exporter.stop()
+
+    series = sum(1 for line in body.decode().splitlines() if line and not line.startswith("#"))
+    result = {
+        "benchmark": "scrape_latency",
+        "dimms": args.dimms,
+        "tracked_pages": args.tracked_pages,
+        "runs": args.runs,
+        "series": series,
+        "body_bytes": len(body),
+        "http_median_ms": round(statistics.median(http_ms), 3),
+        "http_p95_ms": round(percentile(http_ms, 0.95), 3),
+        "render_median_ms": round(statistics.median(render_ms), 3),
+        "render_p95_ms": round(percentile(render_ms, 0.95), 3),
+        "target_http_median_ms": 5.0,
+    }
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
