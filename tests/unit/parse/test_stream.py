@@ -1,0 +1,198 @@
+"""LineParser behaviour beyond single fixtures: malformed counting, record assembly, time rules,
+the block fast path, JSON round trip, and the `hwpoisond parse` command on hostile input."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from hwpoisond.commands.parse import MAX_LINE_BYTES, READ_BLOCK_BYTES, iter_text_blocks
+from hwpoisond.core.model import Event
+from hwpoisond.parse import LineParser, event_from_json, event_to_json
+from hwpoisond.parse.stream import MCE_RECORD_MAX_GAP_LINES
+
+FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "parse"
+MCE_START = "[ 1.0] mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 7: 9c0000000008009f"
+MCE_REGS = "[ 1.0] mce: [Hardware Error]: TSC 0 ADDR 7654000 MISC 86"
+MCE_END = "[ 1.0] mce: [Hardware Error]: PROCESSOR 0:806f8 TIME 1 SOCKET 0 APIC 0 microcode 1"
+
+
+def run(lines: list[str]) -> tuple[list[Event], LineParser]:
+    parser = LineParser()
+    events = [e for line in lines for e in parser.feed(line)]
+    return events + parser.flush(), parser
+
+
+def test_malformed_lines_are_counted_not_raised() -> None:
+    events, parser = run(
+        [
+            "  x-1 [000] d.h1. 1.0: mce_record: CPU: zero, MC7: nothex",
+            "  x-1 [000] d.h1. 1.0: mc_event: 1 Corrected error: on X (mc:0 location:bad)",
+            "  x-1 [000] d.h1. 1.0: memory_failure_event: pfn zz: recovery action for x: y",
+            "EDAC MC0: 1 CE memory read error on DIMM (channel:0 no page here)",
+            "mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank x: zz",
+            "Memory failure: 0x12: recovery action for a page: ",
+            "RAS: Soft-offlining pfn: 0xnothex",
+        ]
+    )
+    assert events == []
+    assert parser.stats.malformed == {
+        "mce_record": 1,
+        "mc_event": 1,
+        "memory_failure_event": 1,
+        "kmsg_edac": 1,
+        "kmsg_mce": 1,
+        "kmsg_memory_failure": 1,
+        "kmsg_cec": 1,
+    }
+    assert parser.stats.lines == 7
+
+
+def test_mce_record_line_is_its_first_line_and_it_closes_at_processor() -> None:
+    parser = LineParser()
+    assert parser.feed(MCE_START, 10) == []
+    assert parser.feed("[ 1.0] unrelated line", 11) == []
+    assert parser.feed(MCE_REGS, 12) == []
+    (event,) = parser.feed(MCE_END, 13)
+    assert (event.line, event.phys_addr, event.source) == (10, 0x7654000, "kmsg_mce")
+    assert parser.flush() == []
+
+
+def test_incomplete_mce_record_is_emitted_at_flush_or_before_the_next_event() -> None:
+    events, _ = run([MCE_START, MCE_REGS])
+    assert [(e.line, e.phys_addr, ("incomplete", "1") in e.extra) for e in events] == [
+        (1, 0x7654000, True)
+    ]
+    # A following event closes it first, so output stays in input order.
+    events, _ = run([MCE_START, "[ 2.0] RAS: Soft-offlining pfn: 0x10"])
+    assert [(e.line, e.kind) for e in events] == [(1, "memory_error"), (2, "cec_offline")]
+
+
+def test_mce_record_is_closed_after_a_gap_of_unrelated_lines() -> None:
+    parser = LineParser()
+    parser.feed(MCE_START)
+    out: list[Event] = []
+    for _ in range(MCE_RECORD_MAX_GAP_LINES + 1):
+        out += parser.feed("[ 1.5] noise")
+    assert [e.line for e in out] == [1]
+    # The late TSC line no longer belongs to anything.
+    assert parser.feed(MCE_REGS) == [] and parser.flush() == []
+
+
+def test_journal_short_time_rolls_the_year_over() -> None:
+    line = "{} host kernel: RAS: Soft-offlining pfn: 0x10"
+    events, _ = run([line.format("Dec 31 23:59:59"), line.format("Jan 01 00:00:01")])
+    assert [e.time for e in events] == [978307199.0, 978307201.0]  # 2000-12-31, 2001-01-01 UTC
+
+
+def test_time_sources() -> None:
+    events, _ = run(
+        [
+            "[ 5.250000] RAS: Soft-offlining pfn: 0x10",
+            "2024-01-02T03:04:05.5+0100 h kernel: RAS: Soft-offlining pfn: 0x10",
+            "2024-01-02T03:04:05Z h kernel: [ 9.0] RAS: Soft-offlining pfn: 0x10",
+            "RAS: Soft-offlining pfn: 0x10",
+        ]
+    )
+    assert [e.time for e in events] == [5.25, 1704161045.5, 1704164645.0, None]
+
+
+def test_feed_block_equals_feed_line_by_line() -> None:
+    text = "\n".join(p.read_text() for p in sorted(FIXTURES.glob("*.txt"))).rstrip("\n")
+    by_line, p1 = run(text.split("\n"))
+    p2 = LineParser()
+    half = len(text) // 2
+    cut = text.index("\n", half)
+    by_block = p2.feed_block(text[:cut]) + p2.feed_block(text[cut + 1 :]) + p2.flush()
+    assert len(by_line) > 40
+    assert by_block == by_line
+    assert p2.stats == p1.stats
+
+
+def test_json_output_reads_back_as_the_same_events() -> None:
+    text = "\n".join(p.read_text() for p in sorted(FIXTURES.glob("*.txt")))
+    events, _ = run(text.split("\n"))
+    replayed, parser = run([json.dumps(event_to_json(e)) for e in events])
+    assert replayed == [
+        Event(**{**{f: getattr(e, f) for f in e.__slots__}, "line": i})
+        for i, e in enumerate(events, 1)
+    ]
+    assert parser.stats.malformed == {}
+
+
+def test_event_from_json_accepts_at_and_rejects_non_events() -> None:
+    event = event_from_json(
+        {
+            "kind": "memory_error",
+            "source": "kmsg_edac",
+            "severity": None,
+            "at": 7,
+            "phys_addr": 8192,
+        }
+    )
+    assert event is not None and (event.time, event.pfn) == (7.0, 2)
+    bad: dict[str, Any]
+    for bad in (
+        {"kind": "nope", "source": "kmsg_edac"},
+        {"kind": "mce", "source": "mce_record", "severity": "bad"},
+        {"kind": "mce", "source": "mce_record", "severity": None, "pfn": "12"},
+        {"kind": "mce", "source": "mce_record", "severity": None, "dram": []},
+        {"kind": "mce", "source": "mce_record", "severity": None, "extra": {"a": 1}},
+        {"kind": "mce", "source": "mce_record", "severity": None, "count": True},
+    ):
+        assert event_from_json(bad) is None, bad
+
+
+def test_brace_lines_that_are_not_events() -> None:
+    events, parser = run(['{"kind": "nope"}', "{1}[Hardware Error]: event severity: corrected"])
+    assert events == [] and parser.stats.malformed == {"json": 1}
+
+
+def test_iter_text_blocks_keeps_line_count_and_decodes_with_replacement() -> None:
+    data = b"a\n" + b"x" * (MAX_LINE_BYTES * 3) + b"\nb\xff\xfe\nlast"
+    lines = "\n".join(iter_text_blocks(io.BytesIO(data))).split("\n")
+    assert len(lines) == 4  # inside a block a long line is the parser's to cut (MAX_LINE_CHARS)
+    assert lines[0] == "a" and lines[2] == "b\ufffd\ufffd" and lines[3] == "last"
+
+
+def test_iter_text_blocks_bounds_a_line_without_newline() -> None:
+    data = b"y" * (READ_BLOCK_BYTES * 2 + 5) + b"\nz"
+    blocks = list(iter_text_blocks(io.BytesIO(data)))
+    assert [len(b) for b in blocks] == [MAX_LINE_BYTES, 1] and blocks[1] == "z"
+
+
+def _parse(*args: str, stdin: bytes = b"") -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        [sys.executable, "-m", "hwpoisond", "parse", *args],
+        input=stdin,
+        capture_output=True,
+        check=False,
+    )
+
+
+def test_command_survives_binary_garbage_and_long_lines(tmp_path: Path) -> None:
+    junk = bytes(b for b in range(256) if b != 0x0A) * 4000 + b"\n" + b"EDAC MC0: " * 100_000
+    junk += b"\n[ 1.0] RAS: Soft-offlining pfn: 0x42\n\x00\xff"
+    proc = _parse("--stats", stdin=junk)
+    assert proc.returncode == 0, proc.stderr
+    (event,) = [json.loads(x) for x in proc.stdout.splitlines()]
+    assert (event["line"], event["pfn"], event["kind"]) == (3, 0x42, "cec_offline")
+    assert json.loads(proc.stderr)["lines"] == 4
+
+
+def test_command_missing_file_is_exit_66(tmp_path: Path) -> None:
+    proc = _parse(str(tmp_path / "absent.log"))
+    assert proc.returncode == 66
+    assert b"absent.log" in proc.stderr
+
+
+def test_command_numbers_lines_across_files(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("x\n[ 1.0] RAS: Soft-offlining pfn: 0x1\n")
+    b.write_text("[ 2.0] RAS: Soft-offlining pfn: 0x2\n")
+    proc = _parse(str(a), str(b))
+    assert [json.loads(x)["line"] for x in proc.stdout.splitlines()] == [2, 3]
