@@ -176,6 +176,12 @@ def _module_closure(tree: Path, release: str) -> list[Path]:
     return order
 
 
+def _download(package: str, version: str, work: Path) -> Path | None:
+    _run(["apt-get", "download", f"{package}={version}"], cwd=work)
+    debs = list(work.glob("*.deb"))
+    return debs[0] if debs else None
+
+
 def fetch_kernel() -> tuple[str, str, Path]:
     """Downloads and unpacks the kernel package once; returns (package, version, kernel dir).
 
@@ -189,14 +195,21 @@ def fetch_kernel() -> tuple[str, str, Path]:
     cache_dir().mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache_dir(), prefix="fetch-") as tmp:
         work = Path(tmp)
-        res = _run(["apt-get", "download", f"{package}={version}"], cwd=work)
-        debs = list(work.glob("*.deb"))
-        if not debs:
-            raise HarnessUnavailableError(
-                f"apt-get download {package}={version} failed: {res.stderr.strip()[-500:]}"
-            )
+        deb = _download(package, version, work)
+        if deb is None and os.geteuid() == 0:
+            # Stale apt lists name a version the archive no longer serves (a security update
+            # replaced it): refresh them once and ask again.
+            _run(["apt-get", "update", "-qq"])
+            package = _kernel_package()
+            version = _package_version(package)
+            kdir = cache_dir() / f"{package}_{version}"
+            if (kdir / "modules" / "load-order").is_file():
+                return package, version, kdir
+            deb = _download(package, version, work)
+        if deb is None:
+            raise HarnessUnavailableError(f"apt-get download {package}={version} failed")
         tree = work / "tree"
-        res = _run(["dpkg-deb", "-x", str(debs[0]), str(tree)])
+        res = _run(["dpkg-deb", "-x", str(deb), str(tree)])
         if res.returncode != 0:
             raise HarnessUnavailableError(f"dpkg-deb -x failed: {res.stderr.strip()}")
         (release,) = (p.name for p in (tree / "lib" / "modules").iterdir())
