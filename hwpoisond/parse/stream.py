@@ -38,12 +38,9 @@ _HINTS = (
     "EDAC MC",
     "Hardware Error]",
     "Memory failure",
-    "MCE ",
-    "MCE: ",
-    "oft offline: ",
-    "soft_offline",
-    "Unpoison: ",
-    "Soft-offlining",
+    "MCE",  # "MCE 0x…" memory failure and "MCE: Software-unpoisoned" before v4.16
+    "offlin",  # soft offline, Soft offline, soft_offline…, RAS: Soft-offlining
+    "Unpoison",
     "Machine check events",
 )
 #: What `feed_block` searches a whole block for: the hints, and "\n{" for JSON lines.
