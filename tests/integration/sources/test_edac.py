@@ -6,8 +6,11 @@ File contents follow drivers/edac/edac_mc_sysfs.c: counters "%u\\n", names "%s\\
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
+
+import pytest
 
 from hwpoisond.kernelfs import KernelFS
 from hwpoisond.sources.edac import EdacController, EdacSource, read_edac
@@ -174,3 +177,6 @@ def test_live_machine_uses_udev_and_reads_without_crashing() -> None:
         assert st.available == bool(live_mcs)
     finally:
         src.close()
+    # Dropping the monitor closes its netlink socket (pyudev unrefs it on collection).
+    with pytest.raises(OSError):
+        os.fstat(fd)

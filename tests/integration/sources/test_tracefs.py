@@ -361,3 +361,17 @@ def test_real_tracefs_instance_lifecycle(real_tracefs: Path) -> None:
     finally:
         src.close()
     assert not inst.exists()
+
+
+def test_clock_already_boot_is_not_rewritten(fake_root: Path) -> None:
+    """Writing trace_clock resets the instance's buffer (kernel/trace/trace.c tracing_set_clock),
+    which would throw away what an adopted instance buffered while no daemon was reading."""
+    inst = make_instance(fake_root / TRACING, "hwpoisond")
+    selected_boot = "local global counter uptime perf mono mono_raw [boot] tai x86-tsc\n"
+    (inst / "trace_clock").write_text(selected_boot)
+    src = source(fake_root)
+    try:
+        assert "clock boot" in src.open().reason
+        assert (inst / "trace_clock").read_text() == selected_boot
+    finally:
+        src.close()
