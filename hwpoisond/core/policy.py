@@ -174,8 +174,12 @@ def _on_ce(state: PolicyState, ev: Event, t: float, p: PolicyParams) -> Decision
         if u.hour != hour:
             u.hour, u.ces, u.pages = hour, 0, 0
         u.ces += count
-        if pfn is not None and (hot is None or int(hot[2] // HOUR_SECONDS) != hour):
-            u.pages += 1
+        if pfn is not None:
+            if hot is not None:
+                if int(hot[2] // HOUR_SECONDS) != hour:
+                    u.pages += 1  # first CE on this page in this hour
+            elif pfn not in state.pages and pfn not in state.cec:
+                u.pages += 1  # a page never seen (or forgotten)
         if not u.bad and u.ces >= p.storm_ce_per_hour and u.pages >= p.storm_distinct_pages:
             u.bad = True
             reason = (
@@ -185,8 +189,7 @@ def _on_ce(state: PolicyState, ev: Event, t: float, p: PolicyParams) -> Decision
             )
             _escalate(state, "mc:" + mc_key, ev, t, reason, out)
 
-    if pfn is None or pfn in state.pages:
-        # No page, or the page already crossed the threshold (pending, retired, poisoned ...).
+    if pfn is None:
         return tuple(out) if out else NONE
 
     dram = ev.dram
@@ -201,7 +204,9 @@ def _on_ce(state: PolicyState, ev: Event, t: float, p: PolicyParams) -> Decision
 
     crossed = ""
     counter = p.counter
-    if counter == "window":
+    if pfn in state.pages:
+        pass  # already over threshold (pending, retired, poisoned ...): units still learn of it
+    elif counter == "window":
         crossed = _count_window(state, pfn, hot, ev, t, count, p)
     elif counter == "cec":
         crossed = _count_cec(state, pfn, t, p)

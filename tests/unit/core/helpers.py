@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import json
+from collections.abc import Callable
 from typing import Any
 
 from hwpoisond.core import policy
@@ -60,6 +61,7 @@ def drive(
     fail_rate: float = 0.0,
     interrupt_at: int | None = None,
     state: PolicyState | None = None,
+    check: Callable[[PolicyState], None] | None = None,
 ) -> tuple[PolicyState, list[Decision]]:
     """Feed events in order; answer every offline at once (failing deterministically); run
     expire() at each event time. With `interrupt_at`, the state goes through JSON there."""
@@ -94,4 +96,6 @@ def drive(
             handle(out)
         s, out = policy.decide(s, ev, params)
         handle(out)
+        if check is not None:
+            check(s)
     return s, log
