@@ -5,6 +5,7 @@ from __future__ import annotations
 import itertools
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -73,7 +74,7 @@ def test_replay_fail_rate_retries_in_event_time(
     )
     assert code == 0
     summary = json.loads(out)
-    by_pfn: dict[int, list[dict[str, object]]] = {}
+    by_pfn: dict[int, list[dict[str, Any]]] = {}
     for a in summary["actions"]:
         by_pfn.setdefault(a["pfn"], []).append(a)
     retried = [acts for acts in by_pfn.values() if len(acts) > 1]
