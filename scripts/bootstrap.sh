@@ -15,8 +15,9 @@ packages=(libsystemd-dev pkg-config gcc python3-dev)
 if [ "$purpose" = test ]; then
     # promtool (rule tests), node_exporter (EDAC parity test), and the real-kernel tier:
     # qemu without KVM, a static busybox for the initramfs, cpio to pack it, kmod for depmod.
+    # systemd-journal-remote writes real journal files for the journald source's tests.
     packages+=(prometheus prometheus-node-exporter qemu-system-x86 busybox-static cpio kmod
-               sqlite3)
+               sqlite3 systemd-journal-remote openssl)
 fi
 
 missing=()

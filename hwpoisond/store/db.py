@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from hwpoisond.core.model import Decision, Event
+from hwpoisond.core.model import Decision, DramLocation, Event
 
 DB_FILENAME = "hwpoisond.db"
 STATE_DIR_MODE = 0o700
@@ -184,6 +184,21 @@ def event_to_plain(event: Event) -> dict[str, Any]:
         plain["dram"] = {k: v for k, v in plain["dram"].items() if v is not None}
     plain["extra"] = [list(kv) for kv in event.extra]
     return {k: v for k, v in plain.items() if v is not None and v != []}
+
+
+def event_from_plain(plain: dict[str, Any]) -> Event | None:
+    """The inverse of `event_to_plain`; None for data that is not an event (never raises)."""
+    try:
+        fields = dict(plain)
+        dram = fields.pop("dram", None)
+        extra = fields.pop("extra", [])
+        return Event(
+            **fields,
+            dram=DramLocation(**dram) if dram else None,
+            extra=tuple((str(k), str(v)) for k, v in extra),
+        )
+    except (TypeError, ValueError):
+        return None
 
 
 def _dumps(value: Any) -> str:

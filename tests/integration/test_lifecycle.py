@@ -105,27 +105,31 @@ def test_bad_config_exits_78_and_starts_nothing(tmp_path: Path, fake_root: Path)
 
 
 def test_runs_without_notify_socket(tmp_path: Path, fake_root: Path) -> None:
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "hwpoisond",
-            "run",
-            "--root",
-            str(fake_root),
-            "--state-dir",
-            str(tmp_path / "state"),
-        ],
-        stderr=subprocess.PIPE,
-        env={"PATH": "/usr/bin:/bin"},
-    )
-    try:
-        time.sleep(1.0)
-        assert proc.poll() is None
-        proc.send_signal(signal.SIGTERM)
-        assert proc.wait(5) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.stderr is not None
-    assert b"Traceback" not in proc.stderr.read()
+    err_path = tmp_path / "stderr"
+    with open(err_path, "wb") as err:
+        proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "hwpoisond",
+                "run",
+                "--root",
+                str(fake_root),
+                "--state-dir",
+                str(tmp_path / "state"),
+            ],
+            stderr=err,
+            env={"PATH": "/usr/bin:/bin"},
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while b"hwpoisond ready" not in err_path.read_bytes():
+                assert proc.poll() is None, err_path.read_text()
+                assert time.monotonic() < deadline, err_path.read_text()
+                time.sleep(0.05)
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(5) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+    assert b"Traceback" not in err_path.read_bytes()
