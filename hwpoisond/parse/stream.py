@@ -16,6 +16,7 @@ times within one input, which is all the policy does with them.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 
 from hwpoisond.core.model import Event
@@ -43,6 +44,8 @@ _HINTS = (
     "Unpoison",
     "Machine check events",
 )
+#: One search for any hint (cheaper per line than a loop of `in` tests).
+_HINT_SEARCH = re.compile("|".join(re.escape(hint) for hint in _HINTS)).search
 #: What `feed_block` searches a whole block for: the hints, and "\n{" for JSON lines.
 _BLOCK_HINTS = (*_HINTS, "\n{")
 
@@ -141,7 +144,7 @@ class LineParser:
         if line[:1] == "{":
             self._json(line, out)
             return
-        if not any(hint in line for hint in _HINTS):
+        if _HINT_SEARCH(line) is None:
             return
         try:
             self._dispatch(line.rstrip("\r\n"), out)
