@@ -35,7 +35,7 @@ from datetime import UTC, datetime
 
 from hwpoisond.core.model import Event, EventSource, pfn_of
 from hwpoisond.parse.mce import decode_mca
-from hwpoisond.parse.trace import parse_dram_location
+from hwpoisond.parse.trace import parse_dram_location, split_msg_label
 
 # --- prefixes -------------------------------------------------------------------------------
 
@@ -142,9 +142,9 @@ def _malformed(source: EventSource) -> Outcome:
 # --- EDAC -----------------------------------------------------------------------------------
 
 _EDAC_PREFIX = re.compile(r"^EDAC MC(\d+): ")
-_EDAC_CURRENT = re.compile(
-    r"^(?P<count>\d+) (?P<type>CE|UE) (?:(?P<msg>.*) )?on (?P<label>[^()]*?) \((?P<inner>.*)\)$"
-)
+# Split around the " (" that opens the "(location page:0x…" group rather than with one regex of
+# several free-text groups, which backtracks quadratically on hostile lines.
+_EDAC_HEAD = re.compile(r"^(?P<count>\d+) (?P<type>CE|UE) (?P<rest>.*)$")
 _EDAC_INNER = re.compile(
     r"^(?P<loc>.*?) ?page:0x(?P<page>[0-9a-fA-F]+) offset:0x(?P<off>[0-9a-fA-F]+) "
     r"grain:(?P<grain>\d+)(?: syndrome:0x(?P<synd>[0-9a-fA-F]+))?(?: - (?P<detail>.*))?$"
@@ -202,11 +202,15 @@ def parse_edac(message: str, time: float | None = None, line: int | None = None)
         return None
     mc = int(head[1])
     body = message[head.end() :]
-    m = _EDAC_CURRENT.match(body)
+    page_at = body.find("page:0x")
+    paren = body.rfind(" (", 0, page_at) if page_at > 0 else -1
+    m = _EDAC_HEAD.match(body[:paren]) if paren > 0 and body.endswith(")") else None
     if m is not None:
-        inner = _EDAC_INNER.match(m["inner"])
-        if inner is None:
+        inner = _EDAC_INNER.match(body[paren + 2 : -1])
+        parts = split_msg_label(m["rest"])
+        if inner is None or parts is None:
             return _malformed("kmsg_edac")
+        msg, label = parts
         return Outcome(
             "kmsg_edac",
             _edac_event(
@@ -217,9 +221,9 @@ def parse_edac(message: str, time: float | None = None, line: int | None = None)
                 int(inner["off"], 16),
                 int(inner["grain"]),
                 int(inner["synd"], 16) if inner["synd"] else None,
-                m["label"],
+                label,
                 inner["loc"].strip(),
-                m["msg"],
+                msg,
                 inner["detail"] or "",
                 time,
                 line,

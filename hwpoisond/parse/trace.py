@@ -116,12 +116,26 @@ def parse_dram_location(text: str) -> DramLocation | None:
 
 # --- ras:mc_event ---------------------------------------------------------------------------
 
-_MC_EVENT = re.compile(
-    r"^(?P<count>\d+) (?P<type>Corrected|Uncorrected|Deferred|Fatal|Info) errors?:"
-    r"(?: (?P<msg>.*?))? on (?P<label>.*?) \(mc:(?P<mc>\d+) "
-    r"location:(?P<loc>-?\d+:-?\d+:-?\d+)(?: address:0x(?P<addr>[0-9a-fA-F]+))?"
+# Matched in two halves around the " (mc:" anchor, and msg/label split with rfind: one regex with
+# two free-text groups backtracks quadratically on hostile lines (labels are writable in sysfs).
+_MC_EVENT_HEAD = re.compile(
+    r"^(?P<count>\d+) (?P<type>Corrected|Uncorrected|Deferred|Fatal|Info) errors?:(?P<rest>.*)$"
+)
+_MC_EVENT_TAIL = re.compile(
+    r"^\(mc:(?P<mc>\d+) location:(?P<loc>-?\d+:-?\d+:-?\d+)(?: address:0x(?P<addr>[0-9a-fA-F]+))?"
     r" grain:(?P<grain>\d+)(?: syndrome:0x(?P<synd>[0-9a-fA-F]+))?(?: (?P<detail>.*))?\)\s*$"
 )
+
+
+def split_msg_label(text: str) -> tuple[str, str] | None:
+    """("msg", "label") of "<msg> on <label>" / "on <label>" (edac_mc.c: "%s%son %s"); the
+    last " on " splits them, since driver messages may say "on" and DIMM labels do not."""
+    text = " " + text.lstrip(" ")
+    idx = text.rfind(" on ")
+    if idx < 0:
+        return None
+    return text[:idx].strip(), text[idx + 4 :]
+
 
 MC_EVENT_SEVERITY: dict[str, Severity] = {
     "Corrected": "corrected",
@@ -135,9 +149,13 @@ MC_EVENT_SEVERITY: dict[str, Severity] = {
 def parse_mc_event(body: str, time: float | None = None, line: int | None = None) -> Event | None:
     """One `mc_event` body. EDAC drivers pass page 0 / offset 0 when they do not know the
     address, so address 0 means "unknown" (nobody offlines pfn 0)."""
-    m = _MC_EVENT.match(body)
-    if m is None:
+    paren = body.find(" (mc:")
+    head = _MC_EVENT_HEAD.match(body[:paren]) if paren > 0 else None
+    m = _MC_EVENT_TAIL.match(body[paren + 1 :]) if head is not None else None
+    parts = split_msg_label(head["rest"]) if head is not None else None
+    if head is None or m is None or parts is None:
         return None
+    msg, label = parts
     addr = int(m["addr"], 16) if m["addr"] else 0
     phys_addr = addr or None
     detail = m["detail"] or ""
@@ -146,16 +164,16 @@ def parse_mc_event(body: str, time: float | None = None, line: int | None = None
         line=line,
         kind="memory_error",
         source="mc_event",
-        severity=MC_EVENT_SEVERITY[m["type"]],
-        count=int(m["count"]),
+        severity=MC_EVENT_SEVERITY[head["type"]],
+        count=int(head["count"]),
         phys_addr=phys_addr,
         pfn=pfn_of(phys_addr) if phys_addr is not None else None,
         mc=int(m["mc"]),
-        label=m["label"],
+        label=label,
         location=m["loc"],
         grain=int(m["grain"]),
         syndrome=int(m["synd"], 16) if m["synd"] else None,
-        msg=m["msg"] or None,
+        msg=msg or None,
         dram=parse_dram_location(detail) if detail else None,
         extra=(("driver_detail", detail),) if detail else (),
     )

@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -196,3 +197,21 @@ def test_command_numbers_lines_across_files(tmp_path: Path) -> None:
     b.write_text("[ 2.0] RAS: Soft-offlining pfn: 0x2\n")
     proc = _parse(str(a), str(b))
     assert [json.loads(x)["line"] for x in proc.stdout.splitlines()] == [2, 3]
+
+
+def test_hostile_long_lines_parse_in_linear_time() -> None:
+    """Free-text fields (DIMM labels are writable in sysfs) must not make a regex backtrack
+    quadratically: each of these took seconds with single-regex parsers."""
+    hostile = [
+        "EDAC MC0: 1 CE " + "on " * 2700,
+        "EDAC MC0: 1 CE " + "x on y (" * 1000,
+        "EDAC MC0: 1 CE a on b (" + "page:0x1 offset:0x1 grain:1 " * 290,
+        "  a-1 [000] d.h1. 1.0: mc_event: 1 Corrected error: " + "x on y " * 1150,
+        "  a-1 [000] d.h1. 1.0: mc_event: 1 Corrected error: " + "x on y (mc:" * 800,
+        "Memory failure: 0x1: recovery action for " + ": recovery action for " * 350,
+    ]
+    for line in hostile:
+        parser = LineParser()
+        start = time.perf_counter()
+        parser.feed(line[:8192])
+        assert time.perf_counter() - start < 0.25, line[:60]
