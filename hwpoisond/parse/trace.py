@@ -21,20 +21,12 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
-from hwpoisond.core.model import DramLocation, Event, EventSource, Severity, pfn_of
+from hwpoisond.core.model import DramLocation, Event, Severity, pfn_of
 from hwpoisond.parse.mce import decode_mca
 
 _TRACE_PREFIX = re.compile(
     r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
     r"(?:[^\s:]{1,8}\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>[a-z_]+):\s?(?P<body>.*)$"
-)
-
-#: The trace events this module parses, by their name in trace_pipe output.
-TRACE_EVENTS: tuple[EventSource, ...] = (
-    "mc_event",
-    "mce_record",
-    "memory_failure_event",
-    "extlog_mem_event",
 )
 
 
@@ -281,6 +273,21 @@ def parse_memory_failure_event(
         page_type=m["type"],
         result=m["result"].lower(),
     )
+
+
+_SYMBOLIC = re.compile(r"__print_symbolic\(REC->(\w+), ((?:\{ *-?\d+, *\"[^\"]*\" *\},? *)+)\)")
+_SYMBOL = re.compile(r"\{ *(-?\d+), *\"([^\"]*)\" *\}")
+
+
+def print_symbolic_tables(format_text: str) -> dict[str, dict[int, str]]:
+    """The value → name tables of the __print_symbolic() calls in a tracefs event `format` file,
+    by field (for memory_failure_event: "type" → page-type names, "result" → action names).
+    Page-type numbering differs between kernel versions, so a reader of raw records must take
+    the names from the running kernel's own format file."""
+    return {
+        field_name: {int(value): name for value, name in _SYMBOL.findall(table)}
+        for field_name, table in _SYMBOLIC.findall(format_text)
+    }
 
 
 # --- ras:extlog_mem_event -------------------------------------------------------------------

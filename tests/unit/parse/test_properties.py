@@ -88,6 +88,7 @@ PARSERS: list[Callable[[str], object]] = [
     trace.parse_memory_failure_event,
     trace.parse_extlog_mem_event,
     trace.parse_dram_location,
+    trace.print_symbolic_tables,
     trace.split_trace_line,
     kmsg.split_prefix,
     kmsg.parse_edac,

@@ -15,6 +15,7 @@ from hwpoisond.commands.parse import MAX_LINE_BYTES, READ_BLOCK_BYTES, iter_text
 from hwpoisond.core.model import Event
 from hwpoisond.parse import LineParser, event_from_json, event_to_json
 from hwpoisond.parse.stream import MCE_RECORD_MAX_GAP_LINES
+from hwpoisond.parse.trace import print_symbolic_tables
 
 FIXTURES = Path(__file__).resolve().parents[2] / "fixtures" / "parse"
 MCE_START = "[ 1.0] mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 7: 9c0000000008009f"
@@ -215,3 +216,15 @@ def test_hostile_long_lines_parse_in_linear_time() -> None:
         start = time.perf_counter()
         parser.feed(line[:8192])
         assert time.perf_counter() - start < 0.25, line[:60]
+
+
+def test_print_symbolic_tables_from_a_real_format_file() -> None:
+    """memory_failure_event's format file of Debian 12's 6.1 kernel (captured in a qemu guest)."""
+    tables = print_symbolic_tables((FIXTURES / "memory_failure_event_v6.1.format").read_text())
+    assert tables["result"] == {0: "Ignored", 1: "Failed", 2: "Delayed", 3: "Recovered"}
+    assert len(tables["type"]) == 20
+    assert (tables["type"][0], tables["type"][16], tables["type"][19]) == (
+        "reserved kernel page",
+        "free buddy page",
+        "unknown page",
+    )
