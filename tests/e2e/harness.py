@@ -323,8 +323,10 @@ def boot(
         # KVM aborts (MSR 0x10a) or hangs on these machines; TCG is slow but faithful.
         "-accel",
         "tcg",
+        # TCG's "max" CPU says AuthenticAMD; hwpoisond (like the kernel) decodes an MCA status
+        # by vendor, and the Intel memory-controller error code is what the tests inject.
         "-cpu",
-        "max",
+        "max,vendor=GenuineIntel",
         "-smp",
         "1",
         "-m",

@@ -80,6 +80,8 @@ def test_mce_inject_emits_mce_record_trace_line_and_kmsg(smoke: Smoke) -> None:
     # arch/x86 include/trace/events/mce.h TP_printk: bank, status, then ADDR/MISC/SYND.
     assert "MC7: 9c0000000008009f" in records[0]
     assert "ADDR/MISC/SYND: 0000000007654000/0000000000000086/" in records[0]
+    # X86_VENDOR_INTEL is 0: the guest CPU must be Intel for bank 7 to decode as a memory error.
+    assert "PROCESSOR: 0:" in records[0]
     # arch/x86/kernel/cpu/mce/core.c __print_mce().
     assert re.search(
         r"mce: \[Hardware Error\]: CPU 0: Machine Check: 0 Bank 7: 9c0000000008009f", smoke.dmesg
@@ -90,10 +92,10 @@ def test_mce_inject_emits_mce_record_trace_line_and_kmsg(smoke: Smoke) -> None:
 def _save_captures(kernel: harness.GuestKernel, out: Path) -> None:
     header = (
         f"# Captured from Debian 12 {kernel.package} {kernel.package_version} "
-        f"(uname -r {kernel.release}) under qemu TCG -cpu max by tests/e2e/test_kernel_smoke.py\n"
-        "# (tests/e2e/guest/smoke.sh): soft_offline_page, hwpoison-inject corrupt-pfn on a free\n"
-        "# page, mce-inject of a corrected memory read error (status 0x9c0000000008009f,\n"
-        "# addr 0x7654000, misc 0x86, bank 7, software injection).\n"
+        f"(uname -r {kernel.release}) under qemu TCG -cpu max,vendor=GenuineIntel\n"
+        "# by tests/e2e/test_kernel_smoke.py (guest/smoke.sh): soft_offline_page, hwpoison-inject\n"
+        "# corrupt-pfn on a free page, mce-inject of a corrected memory read error\n"
+        "# (status 0x9c0000000008009f, addr 0x7654000, misc 0x86, bank 7, software injection).\n"
     )
     target = CAPTURES_DIR / kernel.release
     target.mkdir(parents=True, exist_ok=True)

@@ -12,9 +12,7 @@ facts="$E2E_OUT/smoke.env"
 : > "$facts"
 fact() { echo "$1=$2" >> "$facts"; }
 
-set -- $($PY "$GUEST/pagetool.py" free-pfns 2)
-soft_pfn=$1
-corrupt_pfn=$2
+soft_pfn=$($PY "$GUEST/pagetool.py" free-pfns 1)
 
 # 1. soft_offline_page takes a physical address (drivers/base/memory.c, soft_offline_page_store).
 fact hc_before_kb "$($PY "$GUEST/pagetool.py" hardware-corrupted-kb)"
@@ -28,8 +26,15 @@ fact hc_after_soft_kb "$($PY "$GUEST/pagetool.py" hardware-corrupted-kb)"
 fact soft_hwpoison "$($PY "$GUEST/pagetool.py" hwpoison "$soft_pfn")"
 
 # 2. hwpoison-inject: corrupt-pfn runs memory_failure() on the pfn (mm/hwpoison-inject.c).
+#    A page free at scan time may be some process's by now, and poisoning it would kill that
+#    process: the filter makes the kernel skip the pfn unless it is still a free buddy page.
+H=/sys/kernel/debug/hwpoison
+echo 1 > $H/corrupt-filter-enable
+echo $((1 << 10)) > $H/corrupt-filter-flags-mask   # KPF_BUDDY
+echo $((1 << 10)) > $H/corrupt-filter-flags-value
+corrupt_pfn=$($PY "$GUEST/pagetool.py" free-pfns 1)
 fact corrupt_pfn "$corrupt_pfn"
-printf '%d\n' "$corrupt_pfn" > /sys/kernel/debug/hwpoison/corrupt-pfn
+printf '%d\n' "$corrupt_pfn" > $H/corrupt-pfn
 fact corrupt_hwpoison "$($PY "$GUEST/pagetool.py" hwpoison "$corrupt_pfn")"
 fact hc_after_corrupt_kb "$($PY "$GUEST/pagetool.py" hardware-corrupted-kb)"
 
