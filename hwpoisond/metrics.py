@@ -27,6 +27,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from operator import itemgetter
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -391,13 +392,20 @@ def _summed(rows: Rows) -> dict[tuple[str, ...], float]:
 
 
 def _labelled(kind: str, name: str, doc: str, labels: tuple[str, ...], rows: Rows) -> Family:
+    # Series are ordered by their label values in `labels` order; each sample's pairs are put in
+    # name order once here rather than sorted again for every line written.
     sample_name = PREFIX + name + ("_total" if kind == "counter" else "")
+    order = sorted(range(len(labels)), key=labels.__getitem__)
+    names = tuple(labels[i] for i in order)
+    in_name_order: Callable[[tuple[str, ...]], tuple[str, ...]] = (
+        itemgetter(*order) if len(order) > 1 else tuple
+    )
     return Family(
         PREFIX + name,
         kind,
         doc,
         tuple(
-            (sample_name, tuple(zip(labels, values, strict=True)), value)
+            (sample_name, tuple(zip(names, in_name_order(values), strict=True)), value)
             for values, value in sorted(_summed(rows).items())
         ),
     )
@@ -421,8 +429,9 @@ def _scalar_counter(name: str, doc: str, value: float) -> Family:
 
 def _info(name: str, doc: str, rows: Iterable[tuple[tuple[str, str], ...]]) -> Family:
     """An info family: each row's label pairs make one series whose value is always 1."""
+    sample_name = PREFIX + name + "_info"
     return Family(
-        PREFIX + name, "info", doc, tuple((PREFIX + name + "_info", r, 1.0) for r in rows)
+        PREFIX + name, "info", doc, tuple((sample_name, tuple(sorted(r)), 1.0) for r in rows)
     )
 
 
@@ -796,9 +805,18 @@ def _escape_label_value(value: str) -> str:
     return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
 
 
+def _label_pairs(labels: tuple[tuple[str, str], ...]) -> str:
+    text = ",".join([f'{k}="{v}"' for k, v in labels])
+    # Few values need escaping: look for the three characters once per line, not per value.
+    if "\\" in text or "\n" in text or text.count('"') != 2 * len(labels):
+        text = ",".join([f'{k}="{_escape_label_value(v)}"' for k, v in labels])
+    return text
+
+
 def render_families(families: Iterable[Family]) -> bytes:
     """The Prometheus text format (0.0.4) of `families`: HELP and TYPE lines, then one line per
-    sample with its labels in name order, as prometheus-client's `generate_latest` writes it."""
+    sample (its label pairs as given: in name order), as prometheus-client's `generate_latest`
+    writes it."""
     lines: list[str] = []
     append = lines.append
     for family in families:
@@ -808,8 +826,7 @@ def render_families(families: Iterable[Family]) -> bytes:
         append(f"# HELP {shown} {doc}\n# TYPE {shown} {text_type}\n")
         for name, labels, value in family.samples:
             if labels:
-                pairs = ",".join([f'{k}="{_escape_label_value(v)}"' for k, v in sorted(labels)])
-                append(f"{name}{{{pairs}}} {_go_float(value)}\n")
+                append(f"{name}{{{_label_pairs(labels)}}} {_go_float(value)}\n")
             else:
                 append(f"{name} {_go_float(value)}\n")
     return "".join(lines).encode()
