@@ -185,40 +185,6 @@ def test_node_exporter_textfile_collector_accepts_the_file(tmp_path: Path) -> No
     assert value(s, "hwpoisond_edac_csrow_corrected_errors_total", mc="1", csrow="1") == 1
 
 
-@pytest.fixture
-def self_signed(tmp_path: Path) -> tuple[Path, Path]:
-    openssl = shutil.which("openssl")
-    if openssl is None:
-        pytest.skip("openssl not installed: cannot make a test certificate")
-    cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
-    subprocess.run(
-        [
-            openssl,
-            "req",
-            "-x509",
-            "-newkey",
-            "ec",
-            "-pkeyopt",
-            "ec_paramgen_curve:prime256v1",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(key),
-            "-out",
-            str(cert),
-        ],
-        check=True,
-        capture_output=True,
-        timeout=30,
-    )
-    return cert, key
-
-
 def test_tls_scrape(self_signed: tuple[Path, Path]) -> None:
     cert, key = self_signed
     e = Exporter(port=0, tls_cert_file=str(cert), tls_key_file=str(key))
