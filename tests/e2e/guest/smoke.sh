@@ -35,6 +35,8 @@ echo $((1 << 10)) > $H/corrupt-filter-flags-value
 corrupt_pfn=$($PY "$GUEST/pagetool.py" free-pfns 1)
 fact corrupt_pfn "$corrupt_pfn"
 printf '%d\n' "$corrupt_pfn" > $H/corrupt-pfn
+# The filter is global and soft_offline_page() obeys it too (EOPNOTSUPP for filtered pages).
+echo 0 > $H/corrupt-filter-enable
 fact corrupt_hwpoison "$($PY "$GUEST/pagetool.py" hwpoison "$corrupt_pfn")"
 fact hc_after_corrupt_kb "$($PY "$GUEST/pagetool.py" hardware-corrupted-kb)"
 
