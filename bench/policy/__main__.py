@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict
 from pathlib import Path
 
+from bench.policy import model
 from bench.policy.generator import SuiteParams, truth_path, write_suite
 from bench.policy.scorer import (
     HostScore,
@@ -42,6 +43,8 @@ def run_replay(
     """One `hwpoisond replay --per-file` over all hosts; results keyed by file path."""
     cmd = [sys.executable, "-m", "hwpoisond", "replay", *map(str, files)]
     cmd += ["--policy", policy, "--per-file", "--json", "--fail-rate", repr(fail_rate)]
+    # The simulated host's RAM, so budget.max_retired_fraction applies as on the real machine.
+    cmd += ["--total-ram", str(model.HOST_RAM_BYTES)]
     if config is not None:
         cmd += ["--config", config]
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)

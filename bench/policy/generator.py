@@ -209,12 +209,22 @@ def _fault_errors(
     onset = rng.uniform(0.0, max(0.0, latest_onset))
     end = min(horizon, onset + span)
     pick = _spreader(mode_name, origin, rng, controller)
-    # The first error marks the fault's onset; the rest fall uniformly in its active span.
-    times = [onset, *sorted(rng.uniform(onset, end) for _ in range(n - 1))]
+    # The first error marks the fault's onset; the rest fall uniformly in its active span —
+    # except that a fault growing towards a UE logs a share of its errors between its first CE
+    # and the UE (fault growth, ASSUMED share).
+    ue_at = None if not has_ue else (onset - 1e-3 if lead is None else onset + lead)
+    n_before = 0
+    if ue_at is not None and ue_at > onset:
+        n_before = round((n - 1) * model.GROWTH_SHARE_BEFORE_UE)
+    later = [rng.uniform(onset, ue_at) for _ in range(n_before)] if ue_at is not None else []
+    later += [
+        rng.uniform(onset if ue_at is None else max(onset, ue_at), max(end, onset))
+        for _ in range(n - 1 - n_before)
+    ]
+    times = [onset, *sorted(later)]
     scrub_share = 0.3  # patrol-scrub finds vs demand reads (ASSUMED)
     errors = [_Error(t, pick(), fault_id, False, rng.random() < scrub_share) for t in times]
-    if has_ue:
-        ue_at = onset - 1e-3 if lead is None else onset + lead
+    if ue_at is not None:
         errors.append(_Error(ue_at, pick(), fault_id, True, False))
     pfns = {model.phys_addr_of(e.addr) >> 12 for e in errors if not e.uncorrected}
     dimms = sorted({(e.addr.label, e.addr.edac_mc) for e in errors})

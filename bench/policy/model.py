@@ -173,6 +173,10 @@ LEAD_UNDER_HOUR = 0.965 - 0.63  # 0.335: >= 1 CE, < 1 h
 LEAD_HOUR_TO_DAY = 0.63 - 0.335  # 0.295
 LEAD_OVER_DAY = 0.335
 LEAD_MIN_SECONDS = 10.0
+#: Fault growth: a UE-bound fault logs this share of its later CEs between its first CE and the
+#: UE, the rest after it (ASSUMED; without it nearly every UE would follow a single CE, since a
+#: permanent fault's CEs otherwise spread over the whole horizon).
+GROWTH_SHARE_BEFORE_UE = 0.5
 LEAD_MAX_SECONDS = 30 * 86400.0
 
 # --- Kernel CEC (drivers/ras/cec.c) --------------------------------------------------------
