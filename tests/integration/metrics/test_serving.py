@@ -8,6 +8,7 @@ import gzip
 import http.client
 import socket
 import ssl
+import statistics
 import threading
 import time
 from collections.abc import Iterator
@@ -218,15 +219,17 @@ def test_stop_returns_at_once_even_with_a_client_connected(exporter: Exporter) -
         start = time.perf_counter()
         exporter.stop()
         durations.append(time.perf_counter() - start)
-    e = Exporter(port=0)
-    e.start()
-    time.sleep(0.05)  # let the serving thread settle into its wait
-    start = time.perf_counter()
-    e.stop()
-    durations.append(time.perf_counter() - start)
-    # socketserver's serve_forever() would wait out its 0.5 s poll interval here.
-    assert max(durations) < 0.1, durations
-    assert e.bound_port is None
+    for _ in range(4):
+        e = Exporter(port=0)
+        e.start()
+        time.sleep(0.05)  # let the serving thread settle into its wait
+        start = time.perf_counter()
+        e.stop()
+        durations.append(time.perf_counter() - start)
+        assert e.bound_port is None
+    # socketserver's serve_forever() would wait out (most of) its 0.5 s poll interval every
+    # time; the median keeps one scheduling hiccup on a loaded machine from failing the test.
+    assert statistics.median(durations) < 0.1, durations
 
 
 def test_ipv6_loopback() -> None:
