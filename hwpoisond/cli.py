@@ -115,6 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--speed", type=float, default=None, metavar="N")
     p.add_argument("--duration", default=None, metavar="D")
     p.add_argument("--list", action="store_true", help="list the scenarios")
+    p.add_argument("--json", action="store_true", help="print the outcome as one JSON object")
 
     sub.add_parser("version", parents=[common], help="print the version")
     return parser

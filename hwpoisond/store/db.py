@@ -438,10 +438,18 @@ class Store:
 
     def record_event(self, event: Event, received_at: float) -> int:
         """Store one event and fold it into its page's counts; returns the event id."""
-        with self._write() as c:
-            cur = c.execute(
-                "INSERT INTO events (received_at, time, kind, source, severity, count, pfn,"
-                " phys_addr, mc, label, data) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+        return self.record_events([event], received_at)
+
+    def record_events(self, events: list[Event], received_at: float) -> int:
+        """Store a step's events and fold them into their pages' counts, in statement batches
+        (a corrected-error storm is thousands of events a second); returns the last event id
+        (0 when `events` is empty)."""
+        if not events:
+            return 0
+        event_rows = []
+        page_rows = []
+        for event in events:
+            event_rows.append(
                 (
                     received_at,
                     event.time,
@@ -454,9 +462,8 @@ class Store:
                     event.mc,
                     event.label,
                     _dumps(event_to_plain(event)),
-                ),
+                )
             )
-            event_id = int(cur.lastrowid or 0)
             if event.pfn is not None and event.kind in ("memory_error", "mce"):
                 ce = event.count if event.severity == "corrected" else 0
                 ue = event.count if event.severity in ("uncorrected", "fatal", "deferred") else 0
@@ -467,14 +474,7 @@ class Store:
                     if event.dram is not None
                     else None
                 )
-                c.execute(
-                    "INSERT INTO pages (pfn, ce_count, ue_count, first_seen, last_seen,"
-                    " phys_addr, mc, label, dram) VALUES (?,?,?,?,?,?,?,?,?)"
-                    " ON CONFLICT(pfn) DO UPDATE SET ce_count = ce_count + excluded.ce_count,"
-                    " ue_count = ue_count + excluded.ue_count, last_seen = excluded.last_seen,"
-                    " phys_addr = coalesce(excluded.phys_addr, phys_addr),"
-                    " mc = coalesce(excluded.mc, mc), label = coalesce(excluded.label, label),"
-                    " dram = coalesce(excluded.dram, dram)",
+                page_rows.append(
                     (
                         event.pfn,
                         ce,
@@ -485,10 +485,27 @@ class Store:
                         event.mc,
                         event.label,
                         dram,
-                    ),
+                    )
                 )
+        with self._write() as c:
+            c.executemany(
+                "INSERT INTO events (received_at, time, kind, source, severity, count, pfn,"
+                " phys_addr, mc, label, data) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
+                event_rows,
+            )
+            last_id = int(c.execute("SELECT max(id) FROM events").fetchone()[0] or 0)
+            c.executemany(
+                "INSERT INTO pages (pfn, ce_count, ue_count, first_seen, last_seen,"
+                " phys_addr, mc, label, dram) VALUES (?,?,?,?,?,?,?,?,?)"
+                " ON CONFLICT(pfn) DO UPDATE SET ce_count = ce_count + excluded.ce_count,"
+                " ue_count = ue_count + excluded.ue_count, last_seen = excluded.last_seen,"
+                " phys_addr = coalesce(excluded.phys_addr, phys_addr),"
+                " mc = coalesce(excluded.mc, mc), label = coalesce(excluded.label, label),"
+                " dram = coalesce(excluded.dram, dram)",
+                page_rows,
+            )
             self._set_meta(c, META_LAST_EVENT_AT, received_at, received_at)
-        return event_id
+        return last_id
 
     def prune_events(self, now: float) -> int:
         """Apply the retention: drop events older than the age limit, then the oldest beyond
