@@ -201,11 +201,16 @@ def _report(run: Run) -> dict[str, Any]:
         "pages_retired": [r["pfn"] for r in status["retired"]],
         "pages_poisoned_now": sorted(run.machine.poisoned),
         "offline_writes": len(run.machine.offline_writes),
+        "offline_write_log": [
+            {"kind": kind, "pfn": pfn, "errno": err}
+            for kind, pfn, err in run.machine.offline_writes
+        ],
         "offline_refusals": len(offline_errnos),
         "failures": status["failures"],
         "escalations": [e["reason"] for e in status["escalations"] if e["kind"] == "escalate"],
         "budget": status["budget"],
         "uncorrected": sum(d.get("events_ue") or 0 for d in status["dimms"]),
+        "lines_dropped": run.machine.lines_dropped,
     }
 
 
