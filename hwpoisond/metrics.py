@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import gzip
+import logging
 import os
 import platform
 import selectors
@@ -961,6 +962,13 @@ class _MetricsServer(ThreadingHTTPServer):
         self.exposition = exposition
         self.tls = tls
         super().__init__(address, _MetricsHandler)
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        # A scraper that hangs up mid-response (BrokenPipe, reset) is not our error, and
+        # socketserver's default would print a traceback to stderr for every one.
+        logging.getLogger("hwpoisond").debug(
+            "metrics client %s went away mid-request", client_address, exc_info=True
+        )
 
     def server_bind(self) -> None:
         # HTTPServer.server_bind() also resolves the host's FQDN (a DNS query at start) for a
