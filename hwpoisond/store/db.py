@@ -177,13 +177,24 @@ class RetiredPage:
     label: str | None
 
 
+#: Field names read one by one: dataclasses.asdict() deep-copies recursively and cost most of a
+#: storm step's time (bench/storm.py profile, see BENCHMARKS.md).
+_EVENT_SCALARS = tuple(f.name for f in dataclasses.fields(Event) if f.name not in ("dram", "extra"))
+_DRAM_FIELDS = tuple(f.name for f in dataclasses.fields(DramLocation))
+
+
+def _dram_to_plain(dram: DramLocation) -> dict[str, Any]:
+    return {k: v for k in _DRAM_FIELDS if (v := getattr(dram, k)) is not None}
+
+
 def event_to_plain(event: Event) -> dict[str, Any]:
     """The event as JSON-able data (the stored `data` column); None fields are left out."""
-    plain = dataclasses.asdict(event)
+    plain = {k: v for k in _EVENT_SCALARS if (v := getattr(event, k)) is not None}
     if event.dram is not None:
-        plain["dram"] = {k: v for k, v in plain["dram"].items() if v is not None}
-    plain["extra"] = [list(kv) for kv in event.extra]
-    return {k: v for k, v in plain.items() if v is not None and v != []}
+        plain["dram"] = _dram_to_plain(event.dram)
+    if event.extra:
+        plain["extra"] = [list(kv) for kv in event.extra]
+    return plain
 
 
 def event_from_plain(plain: dict[str, Any]) -> Event | None:
@@ -201,8 +212,12 @@ def event_from_plain(plain: dict[str, Any]) -> Event | None:
         return None
 
 
+#: One encoder for every row (json.dumps with arguments builds a new encoder per call).
+_ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
+
+
 def _dumps(value: Any) -> str:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"))
+    return _ENCODER.encode(value)
 
 
 def _is_corruption(e: sqlite3.DatabaseError) -> bool:
@@ -467,13 +482,7 @@ class Store:
             if event.pfn is not None and event.kind in ("memory_error", "mce"):
                 ce = event.count if event.severity == "corrected" else 0
                 ue = event.count if event.severity in ("uncorrected", "fatal", "deferred") else 0
-                dram = (
-                    _dumps(
-                        {k: v for k, v in dataclasses.asdict(event.dram).items() if v is not None}
-                    )
-                    if event.dram is not None
-                    else None
-                )
+                dram = _dumps(_dram_to_plain(event.dram)) if event.dram is not None else None
                 page_rows.append(
                     (
                         event.pfn,
