@@ -1,0 +1,360 @@
+"""Guest-side daemon scenarios: inject real errors, run the real hwpoisond, record what happened.
+
+Rule: runs INSIDE the guest only (its kernel is the one being poisoned); stdlib only; treats
+hwpoisond as a black box through its CLI, `/metrics` and `status --json`, and asserts nothing:
+each scenario writes $E2E_OUT/results/<name>.json with the facts it observed (kernel state,
+metrics, status), and tests/e2e/test_daemon_scenarios.py judges them. A scenario that raises
+records its traceback instead, so one failure does not hide the others.
+
+Usage (from the repository root): python -m tests.e2e.guest.scenarios first-boot | second-boot
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+import traceback
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.e2e.guest import pagetool
+
+OUT = Path(os.environ.get("E2E_OUT", "/run/hwpoisond-e2e/out"))
+RESULTS = OUT / "results"
+PY = os.environ.get("PY", sys.executable)
+METRICS_PORT = 19862
+PAGE_SHIFT = 12
+#: Corrected memory-controller read error (MCACOD 0x9f: memory read, channel unspecified) with
+#: VAL|EN|MISCV|ADDRV; misc 0x86 = address valid from bit 6, physical address mode (Intel SDM
+#: vol. 3B 16.3.2 / 17.3.2.3). The same record the smoke test proves reaches mce_record.
+MCE_CE_STATUS = 0x9C0000000008009F
+MCE_CE_MISC = 0x86
+MCE_BANK = 7
+
+Metrics = dict[tuple[str, frozenset[tuple[str, str]]], float]
+
+
+# -- the guest kernel ------------------------------------------------------------------------------
+
+
+def inject_ce(phys_addr: int) -> None:
+    """One corrected memory error at phys_addr through mce-inject's software path
+    (arch/x86/kernel/cpu/mce/inject.c: writing `bank` raises the record)."""
+    d = Path("/sys/kernel/debug/mce-inject")
+    (d / "flags").write_text("sw\n")
+    (d / "status").write_text(f"{MCE_CE_STATUS:#x}\n")
+    (d / "addr").write_text(f"{phys_addr:#x}\n")
+    (d / "misc").write_text(f"{MCE_CE_MISC:#x}\n")
+    (d / "cpu").write_text("0\n")
+    (d / "bank").write_text(f"{MCE_BANK}\n")
+
+
+def corrupt_pfn(pfn: int) -> None:
+    """memory_failure() on pfn, as for an uncorrected error (mm/hwpoison-inject.c), but only if
+    the pfn is still a free buddy page: poisoning a page that some process got meanwhile would
+    kill it (the filter makes hwpoison_inject() skip anything else)."""
+    d = Path("/sys/kernel/debug/hwpoison")
+    (d / "corrupt-filter-enable").write_text("1\n")
+    (d / "corrupt-filter-flags-mask").write_text(f"{1 << pagetool.KPF_BUDDY}\n")
+    (d / "corrupt-filter-flags-value").write_text(f"{1 << pagetool.KPF_BUDDY}\n")
+    try:
+        (d / "corrupt-pfn").write_text(f"{pfn}\n")
+    finally:
+        # The filter is global and soft_offline_page() obeys it too (EOPNOTSUPP for any page it
+        # filters out, mm/memory-failure.c): leave it on and the daemon's offlines fail.
+        (d / "corrupt-filter-enable").write_text("0\n")
+
+
+def fresh_free_pfn(avoid: set[int]) -> int:
+    """A free buddy page right now (pages found free at the start may be in use by now)."""
+    return next(p for p in pagetool.free_pfns(len(avoid) + 1, 0x1000) if p not in avoid)
+
+
+def page_facts(pfns: dict[str, int]) -> dict[str, Any]:
+    return {
+        "hardware_corrupted_kb": pagetool.hardware_corrupted_kb(),
+        "hwpoison": {
+            name: (pagetool.flags(pfn) >> pagetool.KPF_HWPOISON) & 1 for name, pfn in pfns.items()
+        },
+    }
+
+
+# -- hwpoisond, black box -------------------------------------------------------------------------
+
+
+def parse_metrics(text: str) -> Metrics:
+    """Prometheus text exposition → {(name, labels): value}; comments skipped."""
+    out: Metrics = {}
+    line_re = re.compile(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})?\s+(\S+)")
+    label_re = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
+    for line in text.splitlines():
+        m = line_re.match(line)
+        if m and not line.startswith("#"):
+            labels = frozenset(label_re.findall(m.group(2) or ""))
+            out[(m.group(1), labels)] = float(m.group(3))
+    return out
+
+
+def metric_sum(metrics: Metrics, name: str, **labels: str) -> float:
+    want = set(labels.items())
+    return sum(v for (n, ls), v in metrics.items() if n == name and want <= ls)
+
+
+class Daemon:
+    """`hwpoisond run --root /` on the guest kernel, with its own state dir, config and log."""
+
+    def __init__(self, name: str, port: int, config_toml: str) -> None:
+        self.name = name
+        self.port = port
+        self.dir = OUT / name
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.state_dir = self.dir / "state"
+        self.config = self.dir / "hwpoisond.toml"
+        self.config.write_text(config_toml)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def argv(self, command: str, *extra: str) -> list[str]:
+        return [
+            PY,
+            "-m",
+            "hwpoisond",
+            command,
+            "--root",
+            "/",
+            "--state-dir",
+            str(self.state_dir),
+            "--config",
+            str(self.config),
+            *extra,
+        ]
+
+    def start(self, timeout_seconds: float = 90.0) -> float:
+        """Starts the daemon and waits for /metrics to answer; returns the seconds it took."""
+        self.starts += 1
+        log = (self.dir / f"daemon-{self.starts}.log").open("wb")
+        began = time.monotonic()
+        self.proc = subprocess.Popen(
+            self.argv("run", "--log-level", "debug"), stdout=log, stderr=subprocess.STDOUT
+        )
+        wait_for(
+            f"{self.name} metrics endpoint",
+            lambda: self.scrape() is not None,
+            timeout_seconds,
+            alive=self.proc,
+        )
+        return time.monotonic() - began
+
+    def stop(self, timeout_seconds: float = 30.0) -> int:
+        """SIGTERM, as systemd stops it; returns its exit code."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout_seconds)
+        self.proc = None
+        return code
+
+    def scrape(self) -> Metrics | None:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.port}/metrics", timeout=5) as r:
+                text = r.read().decode()
+        except OSError:
+            return None
+        (self.dir / "metrics.txt").write_text(text)
+        return parse_metrics(text)
+
+    def metrics(self) -> Metrics:
+        m = self.scrape()
+        if m is None:
+            raise RuntimeError(f"{self.name}: /metrics did not answer")
+        return m
+
+    def status(self) -> dict[str, Any]:
+        res = subprocess.run(
+            self.argv("status", "--json"), capture_output=True, text=True, timeout=120, check=False
+        )
+        (self.dir / "status.json").write_text(res.stdout)
+        if res.returncode != 0:
+            raise RuntimeError(f"status --json exit {res.returncode}: {res.stderr[-2000:]}")
+        result: dict[str, Any] = json.loads(res.stdout)
+        return result
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+def wait_for(
+    what: str,
+    predicate: Callable[[], bool],
+    timeout_seconds: float,
+    alive: subprocess.Popen[bytes] | None = None,
+) -> float:
+    """Polls until predicate() holds; returns seconds waited; raises with `what` on timeout."""
+    began = time.monotonic()
+    while not predicate():
+        if alive is not None and alive.poll() is not None:
+            raise RuntimeError(f"daemon exited with {alive.returncode} while waiting for {what}")
+        if time.monotonic() - began > timeout_seconds:
+            raise TimeoutError(f"timed out after {timeout_seconds:.0f}s waiting for {what}")
+        time.sleep(0.5)
+    return time.monotonic() - began
+
+
+def config(*, port: int, journald: bool = False, extra: str = "") -> str:
+    return f"""
+[daemon]
+log_level = "debug"
+poll_interval = "1s"
+housekeeping_interval = "1s"
+
+[sources]
+tracefs = true
+journald = {str(journald).lower()}
+journal_backfill = false
+
+[policy]
+ce_threshold = 2
+window = "1h"
+retry_max = 2
+retry_backoff = "2s"
+
+[metrics]
+port = {port}
+{extra}
+"""
+
+
+# -- scenarios -------------------------------------------------------------------------------------
+
+
+@contextmanager
+def scenario(name: str) -> Iterator[dict[str, Any]]:
+    """Collects one scenario's facts; writes them (or the traceback) to results/<name>.json."""
+    facts: dict[str, Any] = {"name": name}
+    began = time.monotonic()
+    try:
+        yield facts
+    except Exception:
+        facts["error"] = traceback.format_exc()
+    facts["seconds"] = round(time.monotonic() - began, 1)
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
+
+
+def first_boot() -> None:
+    free = pagetool.free_pfns(4, 0x1000)
+    pages = {"below": free[0], "recurring": free[1], "corrupt": free[2], "restart": free[3]}
+    (OUT / "pages.json").write_text(json.dumps(pages))
+    # Each daemon has its own port: one left running by a failed scenario must not answer for
+    # the next.
+    main = Daemon("main", METRICS_PORT, config(port=METRICS_PORT))
+    running = [main]
+
+    with scenario("start") as f:
+        f["daemon_start_seconds"] = round(main.start(), 1)
+        f["metrics"] = sorted(n for n, _ in main.metrics())
+
+    with scenario("recurring_ce") as f:
+        f["pages"] = {k: pages[k] for k in ("below", "recurring")}
+        f["before"] = page_facts(pages)
+        inject_ce((pages["below"] << PAGE_SHIFT) + 0x40)
+        for offset in (0x80, 0xC0):
+            inject_ce((pages["recurring"] << PAGE_SHIFT) + offset)
+        f["offline_seconds"] = wait_for(
+            "the recurring page to carry HWPOISON",
+            lambda: pagetool.flags(pages["recurring"]) >> pagetool.KPF_HWPOISON & 1 == 1,
+            60,
+        )
+        # The later errors were acted on, so the earlier single error has been seen and judged.
+        wait_for(
+            "3 corrected errors in /metrics",
+            lambda: (
+                metric_sum(main.metrics(), "hwpoisond_memory_errors_total", severity="corrected")
+                >= 3
+            ),
+            30,
+        )
+        f["after"] = page_facts(pages)
+        m = main.metrics()
+        f["retired_pages_metric"] = metric_sum(m, "hwpoisond_retired_pages")
+        f["offline_ok_metric"] = metric_sum(m, "hwpoisond_offline_actions_total", result="offlined")
+        f["corrected_metric"] = metric_sum(m, "hwpoisond_memory_errors_total", severity="corrected")
+
+    with scenario("corrupt_pfn") as f:
+        pages["corrupt"] = fresh_free_pfn(set(pages.values()))
+        (OUT / "pages.json").write_text(json.dumps(pages))
+        f["pfn"] = pages["corrupt"]
+        corrupt_pfn(pages["corrupt"])
+        f["seen_seconds"] = wait_for(
+            "a memory_failure in /metrics",
+            lambda: metric_sum(main.metrics(), "hwpoisond_kernel_uncorrected_errors_total") >= 1,
+            30,
+        )
+        m = main.metrics()
+        f["kernel_uncorrected"] = {
+            json.dumps(dict(sorted(ls))): v
+            for (n, ls), v in m.items()
+            if n == "hwpoisond_kernel_uncorrected_errors_total"
+        }
+        f["after"] = page_facts(pages)
+
+    with scenario("restart") as f:
+        f["pfn"] = pages["restart"]
+        inject_ce((pages["restart"] << PAGE_SHIFT) + 0x100)
+        wait_for(
+            "4 corrected errors in /metrics",
+            lambda: (
+                metric_sum(main.metrics(), "hwpoisond_memory_errors_total", severity="corrected")
+                >= 4
+            ),
+            30,
+        )
+        f["hwpoison_before_restart"] = pagetool.flags(pages["restart"]) >> pagetool.KPF_HWPOISON & 1
+        f["stop_exit_code"] = main.stop()
+        f["restart_seconds"] = round(main.start(), 1)
+        inject_ce((pages["restart"] << PAGE_SHIFT) + 0x140)
+        f["offline_seconds"] = wait_for(
+            "the restart page to carry HWPOISON",
+            lambda: pagetool.flags(pages["restart"]) >> pagetool.KPF_HWPOISON & 1 == 1,
+            60,
+        )
+        time.sleep(2)  # let anything replayed after the restart arrive, if it (wrongly) would
+        f["after"] = page_facts(pages)
+        f["status"] = main.status()
+        f["daemon_alive"] = main.alive()
+        f["final_stop_exit_code"] = main.stop()
+
+    for daemon in running:  # those a failed scenario left behind
+        if daemon.alive():
+            daemon.stop()
+
+
+def second_boot() -> None:
+    pages = json.loads((OUT / "pages.json").read_text())
+    main = Daemon("main", METRICS_PORT, config(port=METRICS_PORT))
+    with scenario("reboot") as f:
+        f["before"] = page_facts(pages)
+        f["daemon_start_seconds"] = round(main.start(), 1)
+        f["reoffline_seconds"] = wait_for(
+            "the pages retired in the first boot to carry HWPOISON again",
+            lambda: all(
+                pagetool.flags(pages[k]) >> pagetool.KPF_HWPOISON & 1
+                for k in ("recurring", "restart")
+            ),
+            90,
+        )
+        time.sleep(3)  # anything else it would (wrongly) offline has time to show
+        f["after"] = page_facts(pages)
+        f["status"] = main.status()
+        f["stop_exit_code"] = main.stop()
+
+
+if __name__ == "__main__":
+    {"first-boot": first_boot, "second-boot": second_boot}[sys.argv[1]]()
