@@ -25,9 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -41,7 +39,9 @@ from bench.daemon_lifecycle import (
     cpu_ns,
     loadavg,
     machine,
+    start_py_spy,
     status_kb,
+    stop_py_spy,
     write_config,
 )
 from hwpoisond.simkernel import COLUMNS, INSTANCE, PAGES_PER_ROW, DramAddress, SimMachine
@@ -51,7 +51,6 @@ SAMPLE_SECONDS = 0.5
 #: An odd multiplier is a bijection on pfns modulo the (power-of-two) page count, so the first
 #: N pfns are N distinct pages spread over every DIMM, bank and row of the simulated machine.
 PFN_STRIDE = 7919
-PY_SPY = str(Path(sys.executable).with_name("py-spy"))
 TS_PLACEHOLDER = f"{0.0:12.6f}: mc_event:".encode()
 
 
@@ -154,16 +153,7 @@ def _one_run(
         # Blocking: a full FIFO holds the writer back as a full trace buffer would lose lines.
         fd = os.open(m.root / INSTANCE / "trace_pipe", os.O_WRONLY | os.O_CLOEXEC)
         sampler = Sampler(d, rate, events)
-        spy = None
-        if profile is not None:
-            # Collapsed stacks of the daemon's threads while the storm runs (py-spy samples
-            # from outside the process; --idle keeps the time spent waiting in select/fsync).
-            spy_args = ["--format", "raw", "--idle", "--rate", "200", "--output", str(profile)]
-            spy = subprocess.Popen(
-                [PY_SPY, "record", "--pid", str(d.pid), *spy_args],
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
+        spy = None if profile is None else start_py_spy(d.pid, profile)
         cpu0 = cpu_ns(d.pid)
         try:
             with open(lines_path, "rb") as lines:
@@ -193,8 +183,7 @@ def _one_run(
             sampler.join()
             os.close(fd)
             if spy is not None:
-                spy.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
-                spy.wait(30)
+                stop_py_spy(spy)
         wall = time.monotonic() - start
         cpu_seconds = (cpu_ns(d.pid) - cpu0) / 1e9
         peak_kb = status_kb(d.pid, "VmHWM")
