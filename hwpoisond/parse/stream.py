@@ -76,7 +76,11 @@ def _bump(counts: dict[str, int], key: str) -> None:
 class LineParser:
     """Stateful line-by-line parser (state: the open mce record and the journal year)."""
 
-    def __init__(self, assume_year: int = DEFAULT_ASSUME_YEAR) -> None:
+    def __init__(self, assume_year: int = DEFAULT_ASSUME_YEAR, *, accept_json: bool = True) -> None:
+        #: JSON event lines are for files (`replay` taking back `parse` output). Live sources turn
+        #: them off: anything root writes to /dev/kmsg reaches the journal as kernel text, and it
+        #: must not be able to forge an event with any field it likes.
+        self.accept_json = accept_json
         self.stats = ParseStats()
         self._lineno = 0
         self._year = assume_year
@@ -142,7 +146,8 @@ class LineParser:
         if self._mce is not None and self._lineno - self._mce_last > MCE_RECORD_MAX_GAP_LINES:
             self._close_mce(out)
         if line[:1] == "{":
-            self._json(line, out)
+            if self.accept_json:
+                self._json(line, out)
             return
         if _HINT_SEARCH(line) is None:
             return
@@ -248,3 +253,8 @@ class LineParser:
         if self._mce is not None:
             self._close_mce(out)
         self._emit(out, event)
+
+
+def live_parser() -> LineParser:
+    """The parser for live kernel interfaces (tracefs, the journal): kernel text only."""
+    return LineParser(accept_json=False)

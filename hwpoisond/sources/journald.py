@@ -27,7 +27,7 @@ from typing import Any
 
 from hwpoisond.core.model import Event
 from hwpoisond.kernelfs import KernelFS, KernelFSError
-from hwpoisond.parse.stream import LineParser
+from hwpoisond.parse.stream import live_parser
 from hwpoisond.sources.base import LineParserLike, SourceStatus
 
 CURSOR_KEY = "journald"
@@ -92,7 +92,7 @@ class JournaldSource:
         kfs: KernelFS,
         cursor: str | None = None,
         *,
-        parser_factory: Callable[[], LineParserLike] = LineParser,
+        parser_factory: Callable[[], LineParserLike] = live_parser,
     ) -> None:
         self.kfs = kfs
         self.cursor = cursor

@@ -28,7 +28,7 @@ from collections.abc import Callable
 
 from hwpoisond.core.model import Event
 from hwpoisond.kernelfs import KernelFS, KernelFSError
-from hwpoisond.parse.stream import LineParser
+from hwpoisond.parse.stream import live_parser
 from hwpoisond.sources.base import LineParserLike, SourceStatus
 
 #: Where tracefs lives: its own mount since 4.1, else under debugfs (older kernels, and the
@@ -87,7 +87,7 @@ class TracefsSource:
         self,
         kfs: KernelFS,
         *,
-        parser_factory: Callable[[], LineParserLike] = LineParser,
+        parser_factory: Callable[[], LineParserLike] = live_parser,
         instance_name: str = DEFAULT_INSTANCE,
         mount_if_absent: bool = True,
     ) -> None:
