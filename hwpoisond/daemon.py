@@ -383,6 +383,22 @@ class Daemon:
         for source in self.event_sources:
             self._open_source(source)
         self.timers.every("reopen", max(self.cfg.daemon.poll_interval, 5.0), self._reopen_sources)
+        self._say_what_is_missing()
+
+    def _say_what_is_missing(self) -> None:
+        """One line for the common first run on a laptop, VM or CI box: no memory-failure
+        support and no EDAC driver means nothing will ever happen here."""
+        missing = []
+        if not self.offliner.supported("soft"):
+            missing.append("no soft_offline_page (kernel without CONFIG_MEMORY_FAILURE?)")
+        if self.edac is not None and not self.edac.controllers:
+            missing.append("no EDAC memory controller")
+        if missing:
+            log.warning(
+                "this machine lacks memory-failure interfaces (%s): hwpoisond will watch and "
+                "count but cannot retire pages; to see it act, run `hwpoisond simulate`",
+                "; ".join(missing),
+            )
 
     def _open_source(self, source: EventSource) -> None:
         status = source.open()
