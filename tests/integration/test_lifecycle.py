@@ -133,3 +133,5 @@ def test_runs_without_notify_socket(tmp_path: Path, fake_root: Path) -> None:
             if proc.poll() is None:
                 proc.kill()
     assert b"Traceback" not in err_path.read_bytes()
+    # An empty machine (no memory-failure interfaces) says so once and points to simulate.
+    assert err_path.read_bytes().count(b"run `hwpoisond simulate`") == 1
