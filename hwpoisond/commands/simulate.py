@@ -22,6 +22,7 @@ from hwpoisond import exitcodes, logs
 from hwpoisond.config import parse_duration
 from hwpoisond.daemon import Daemon
 from hwpoisond.notify import Notifier
+from hwpoisond.progress import Progress
 from hwpoisond.simkernel import SimKernelFS, SimMachine
 from hwpoisond.simulate import HOUR, SCENARIOS, Happening, Scenario
 from hwpoisond.store.db import Store
@@ -66,7 +67,6 @@ class Run:
         cfg: config_mod.Config,
         speed: float,
         duration_seconds: float | None,
-        progress: bool,
         seed: int = 1,
     ) -> None:
         import random  # noqa: PLC0415 - only here
@@ -75,7 +75,6 @@ class Run:
         self.workdir = workdir
         self.cfg = cfg
         self.speed = speed
-        self.progress = progress
         rng = random.Random(seed)  # noqa: S311 - reproducible scenario, not secrets
         probe = SimMachine(workdir / "root")
         happenings = scenario.build(probe, rng)
@@ -92,6 +91,7 @@ class Run:
         }
         self.machine.build()
         self.clock = SimClock(self.sim_start, speed)
+        self.progress = Progress(f"simulate {scenario.name}", total=int(span))
         self.stop_event = threading.Event()
         self.emitted = 0
         self.daemon: Daemon | None = None
@@ -175,14 +175,12 @@ class Run:
         time.sleep(0.2)
 
     def _show_progress(self, daemon: Daemon) -> None:
-        if not self.progress:
-            return
-        elapsed_h = (self.clock() - self.sim_start) / HOUR
-        sys.stderr.write(
-            f"\r[{self.scenario.name}] simulated {elapsed_h:5.1f} h: {self.emitted} errors "
-            f"injected, {len(self.machine.poisoned)} pages poisoned, boot {self.boots}  "
+        elapsed = int(self.clock() - self.sim_start)
+        self.progress.update(
+            elapsed,
+            f"{elapsed / HOUR:.1f} h simulated, {self.emitted} errors injected, "
+            f"{len(self.machine.poisoned)} pages poisoned, boot {self.boots}",
         )
-        sys.stderr.flush()
 
 
 def _report(run: Run) -> dict[str, Any]:
@@ -302,8 +300,7 @@ def main(args: argparse.Namespace) -> int:
     sources = cfg.sources.model_copy(update={"journald": False})
     cfg = cfg.model_copy(update={"metrics": metrics, "daemon": daemon_cfg, "sources": sources})
     logs.setup(args.log_level or "warning", cfg.daemon.log_rate_limit_interval, force_stderr=True)
-    progress = sys.stderr.isatty()
-    run = Run(scenario, workdir, cfg, speed, duration, progress)
+    run = Run(scenario, workdir, cfg, speed, duration)
     try:
         run.run()
     except KeyboardInterrupt:
@@ -311,8 +308,7 @@ def main(args: argparse.Namespace) -> int:
         return 130
     finally:
         run.machine.close_pipes()
-        if progress:
-            sys.stderr.write("\n")
+        run.progress.done()
     (workdir / "hwpoisond.prom").replace(workdir / "metrics.prom")
     report = _report(run)
     if getattr(args, "json", False):
