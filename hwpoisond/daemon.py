@@ -401,7 +401,11 @@ class Daemon:
             )
 
     def _open_source(self, source: EventSource) -> None:
-        status = source.open()
+        try:
+            status = source.open()
+        except Exception:  # a source bug must cost that source, never the daemon
+            log.exception("source %s failed to open", source.name)
+            return
         fd = source.fileno()
         if fd is not None and fd not in self._registered:
             self.selector.register(fd, selectors.EVENT_READ, lambda s=source: self._on_readable(s))
@@ -423,7 +427,11 @@ class Daemon:
         for source in self.event_sources:
             if source.fileno() is None:
                 was = source.status()
-                status = source.open()
+                try:
+                    status = source.open()
+                except Exception:
+                    log.exception("source %s failed to open", source.name)
+                    continue
                 if status.available and not was.available:
                     self._open_source(source)
 

@@ -69,15 +69,17 @@ class KernelFS:
         return resolved
 
     def exists(self, kpath: str) -> bool:
+        # pathlib only swallows ENOENT-like errors; as non-root, EACCES on /sys/kernel/tracing
+        # is an ordinary answer too ("not there for us"), not a crash.
         try:
             return self.path(kpath, "stat").exists()
-        except KernelFSError:
+        except OSError:
             return False
 
     def is_dir(self, kpath: str) -> bool:
         try:
             return self.path(kpath, "stat").is_dir()
-        except KernelFSError:
+        except OSError:
             return False
 
     # -- reads ------------------------------------------------------------------------------------

@@ -106,3 +106,40 @@ def test_listdir_and_nul_byte(root: Path) -> None:
         kfs.read_text("proc/mem\x00info")
     assert info.value.errno == errno.EINVAL
     assert not kfs.exists("../..")
+
+
+def test_unsearchable_directory_is_absent_not_a_crash(root: Path) -> None:
+    import subprocess
+    import sys
+
+    locked = root / "sys/kernel/tracing"
+    locked.mkdir(parents=True)
+    (locked / "instances").mkdir()
+    locked.chmod(0o700)
+    # As root every directory is searchable, so ask as nobody in a child process.
+    code = (
+        "import sys; from hwpoisond.kernelfs import KernelFS; k = KernelFS(sys.argv[1]); "
+        "print(k.exists('sys/kernel/tracing/instances'), k.is_dir('sys/kernel/tracing/instances'))"
+    )
+    root.chmod(0o755)
+    for parent in root.parents:
+        if parent == Path("/tmp") or parent == Path("/"):
+            break
+        parent.chmod(parent.stat().st_mode | 0o005)
+    proc = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            sys.executable,
+            "-c",
+            code,
+            str(root),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == ["False", "False"]
