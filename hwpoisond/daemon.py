@@ -36,6 +36,7 @@ from hwpoisond.kernelfs import KernelFS
 from hwpoisond.metrics import Exporter
 from hwpoisond.notify import Notifier
 from hwpoisond.sources.base import EventSource, SourceStatus
+from hwpoisond.sources.dedupe import Deduper
 from hwpoisond.sources.edac import EdacSnapshot, EdacSource
 from hwpoisond.sources.journald import JournaldSource
 from hwpoisond.sources.memstate import MemoryState, read_memory_state
@@ -182,6 +183,8 @@ class Daemon:
         self._stop = False
         self.wakeups = 0
         self.tally = Tally(start_time_seconds=wall_clock())
+        # Two seconds absorb btime's one-second resolution between trace and journal times.
+        self.deduper = Deduper(window_seconds=2.0)
         self.store: Store | None = None
         self.exporter: Exporter | None = None
         self.params: PolicyParams = config_mod.policy_params(cfg, None)
@@ -481,8 +484,15 @@ class Daemon:
         assert self.store is not None
         now = self.wall_clock()
         decisions: list[Decision] = []
-        # Live sources stamp wall-clock times; an event without one happened now.
-        events = [ev if ev.time is not None else dataclasses.replace(ev, time=now) for ev in events]
+        # The same error read through tracefs and the journal is one event (sources/dedupe.py);
+        # live sources stamp wall-clock times, and an event without one happened now.
+        events = [
+            ev if ev.time is not None else dataclasses.replace(ev, time=now)
+            for ev in events
+            if self.deduper.admit(ev)
+        ]
+        if not events:
+            return
         for ev in events:
             self.policy, ds = decide(self.policy, ev, self.params)
             decisions.extend(ds)
