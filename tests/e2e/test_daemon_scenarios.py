@@ -19,6 +19,8 @@ from tests.e2e import harness
 pytestmark = pytest.mark.e2e
 
 PAGE_KB = 4
+EIO = 5
+EBUSY = 16
 
 
 @dataclass(frozen=True)
@@ -136,4 +138,26 @@ def test_reboot_reoffline_exactly_the_retired_pages(boots: Boots) -> None:
     after = facts["after"]
     assert after["hwpoison"] == {"below": 0, "recurring": 1, "corrupt": 0, "restart": 1}
     assert after["hardware_corrupted_kb"] == 2 * PAGE_KB
+    assert facts["stop_exit_code"] == 0
+
+
+def test_budget_stops_offlines_and_a_refused_offline_is_recorded_and_retried(
+    boots: Boots,
+) -> None:
+    facts = boots.result("budget_and_refusal")
+    after = facts["after"]
+    good_poisoned = [after["hwpoison"][str(p)] for p in facts["good_pfns"]]
+    assert sum(good_poisoned) == 2  # max_retired_bytes = 8192: two pages, no more
+    assert good_poisoned == [1, 1, 0, 0]  # in the order their errors arrived
+    assert after["hwpoison"]["refused"] == 0
+    assert after["hardware_corrupted_kb"] - facts["before"]["hardware_corrupted_kb"] == 2 * PAGE_KB
+    assert facts["budget_exhausted_metric"] == 1
+    status = facts["status"]
+    assert sorted(p["pfn"] for p in status["retired"]) == sorted(facts["good_pfns"][:2])
+    failures = [f for f in status["failures"] if f["pfn"] == facts["refused_pfn"]]
+    # The first try and retry_max = 2 retries, then it stops.
+    assert sorted(f["attempt"] for f in failures) == [1, 2, 3], failures
+    assert all(f["result"] == "failed" and f["errno"] in (EIO, EBUSY) for f in failures)
+    assert any(e["kind"] == "budget_exhausted" for e in status["escalations"])
+    assert facts["daemon_alive"] is True
     assert facts["stop_exit_code"] == 0

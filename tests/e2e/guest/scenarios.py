@@ -78,6 +78,16 @@ def fresh_free_pfn(avoid: set[int]) -> int:
     return next(p for p in pagetool.free_pfns(len(avoid) + 1, 0x1000) if p not in avoid)
 
 
+def kernel_reserved_pfn() -> int:
+    """A pfn in System RAM that the kernel's own text occupies (/proc/iomem "Kernel code"): real
+    memory that soft offline must refuse."""
+    for line in Path("/proc/iomem").read_text().splitlines():
+        if line.strip().endswith(": Kernel code"):
+            start = int(line.strip().split("-")[0], 16)
+            return (start >> PAGE_SHIFT) + 16
+    raise RuntimeError("no 'Kernel code' range in /proc/iomem")
+
+
 def page_facts(pfns: dict[str, int]) -> dict[str, Any]:
     return {
         "hardware_corrupted_kb": pagetool.hardware_corrupted_kb(),
@@ -249,7 +259,7 @@ def scenario(name: str) -> Iterator[dict[str, Any]]:
 
 
 def first_boot() -> None:
-    free = pagetool.free_pfns(4, 0x1000)
+    free = pagetool.free_pfns(8, 0x1000)
     pages = {"below": free[0], "recurring": free[1], "corrupt": free[2], "restart": free[3]}
     (OUT / "pages.json").write_text(json.dumps(pages))
     # Each daemon has its own port: one left running by a failed scenario must not answer for
@@ -330,6 +340,76 @@ def first_boot() -> None:
         f["status"] = main.status()
         f["daemon_alive"] = main.alive()
         f["final_stop_exit_code"] = main.stop()
+
+    with scenario("budget_and_refusal") as f:
+        # Budget: 2 pages. A refused offline (kernel text) is tried first, then 4 good pages.
+        budget = Daemon(
+            "budget",
+            METRICS_PORT + 1,
+            config(
+                port=METRICS_PORT + 1,
+                extra="""
+[budget]
+max_retired_bytes = 8192
+max_offlines_per_hour = 64
+""",
+            ),
+        )
+        running.append(budget)
+        f["daemon_start_seconds"] = round(budget.start(), 1)
+        refused = kernel_reserved_pfn()
+        good = free[4:8]
+        f["refused_pfn"] = refused
+        f["good_pfns"] = good
+        f["before"] = page_facts({"refused": refused, **{str(p): p for p in good}})
+        for offset in (0x40, 0x80):
+            inject_ce((refused << PAGE_SHIFT) + offset)
+        f["first_failure_seconds"] = wait_for(
+            "a failed offline in /metrics",
+            lambda: (
+                metric_sum(budget.metrics(), "hwpoisond_offline_actions_total")
+                - metric_sum(budget.metrics(), "hwpoisond_offline_actions_total", result="offlined")
+                >= 1
+            ),
+            30,
+        )
+        # Its retries hold a budget reservation until they give up (core/policy.py); let them
+        # finish first so the budget below is the good pages' alone.
+        f["refusal_done_seconds"] = wait_for(
+            "3 failed attempts in /metrics",
+            lambda: (
+                metric_sum(budget.metrics(), "hwpoisond_offline_actions_total")
+                - metric_sum(budget.metrics(), "hwpoisond_offline_actions_total", result="offlined")
+                >= 3
+            ),
+            60,
+        )
+        time.sleep(1)
+        for pfn in good:
+            for offset in (0x40, 0x80):
+                inject_ce((pfn << PAGE_SHIFT) + offset)
+        wait_for(
+            "10 corrected errors in /metrics",
+            lambda: (
+                metric_sum(budget.metrics(), "hwpoisond_memory_errors_total", severity="corrected")
+                >= 10
+            ),
+            60,
+        )
+        # retry_max 2 x retry_backoff 2s (doubling): every retry is due within ~10 s; wait
+        # longer to see that attempts stop.
+        time.sleep(15)
+        m = budget.metrics()
+        f["offline_actions"] = {
+            json.dumps(dict(sorted(ls))): v
+            for (n, ls), v in m.items()
+            if n == "hwpoisond_offline_actions_total"
+        }
+        f["budget_exhausted_metric"] = metric_sum(m, "hwpoisond_budget_exhausted")
+        f["after"] = page_facts({"refused": refused, **{str(p): p for p in good}})
+        f["daemon_alive"] = budget.alive()
+        f["status"] = budget.status()
+        f["stop_exit_code"] = budget.stop()
 
     for daemon in running:  # those a failed scenario left behind
         if daemon.alive():
