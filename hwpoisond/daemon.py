@@ -380,9 +380,9 @@ class Daemon:
         if sources_cfg.journald:
             assert self.store is not None
             cursor = self.store.get(JOURNALD_CURSOR)
-            if cursor is None and not sources_cfg.journal_backfill:
-                cursor = ""  # an empty cursor means: start at the end, no backfill
-            self.event_sources.append(JournaldSource(self.kfs, cursor or None))
+            self.event_sources.append(
+                JournaldSource(self.kfs, cursor or None, backfill=sources_cfg.journal_backfill)
+            )
         for source in self.event_sources:
             self._open_source(source)
         self.timers.every("reopen", max(self.cfg.daemon.poll_interval, 5.0), self._reopen_sources)

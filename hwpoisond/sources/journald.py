@@ -92,10 +92,13 @@ class JournaldSource:
         kfs: KernelFS,
         cursor: str | None = None,
         *,
+        backfill: bool = True,
         parser_factory: Callable[[], LineParserLike] = live_parser,
     ) -> None:
         self.kfs = kfs
         self.cursor = cursor
+        #: Without a cursor: read this boot's messages from its start (True) or only new ones.
+        self.backfill = backfill
         self._parser_factory = parser_factory
         self._parser = parser_factory()
         self._reader: Any = None
@@ -179,6 +182,12 @@ class JournaldSource:
         return SourceStatus(self.name, True, f"kernel messages of boot {boot_id.hex}; {how}")
 
     def _position(self, reader: Any, boot_hex: str) -> str:
+        if self.cursor is None and not self.backfill:
+            # sd_journal_seek_tail(3): the next entry read is the first one after the current
+            # last; stepping back once makes the reader stand on that last entry.
+            reader.seek_tail()
+            reader.get_previous()
+            return "no cursor, backfill off: reading new messages only"
         if self.cursor is None:
             reader.seek_head()
             return "no cursor: backfilling this boot from its start"

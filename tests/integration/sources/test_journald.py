@@ -315,3 +315,20 @@ def test_file_cursor_store_survives_damage(tmp_path: Path) -> None:
     store.set(CURSOR_KEY, "s=def")
     assert store.get(CURSOR_KEY) == "s=def"
     assert [p.name for p in tmp_path.iterdir()] == ["c.json"]
+
+
+def test_backfill_off_reads_only_new_messages(root: Path) -> None:
+    j = Journal(root)
+    j.write([EDAC_LINE, MF_LINE])  # history from before the daemon's first start
+    src = JournaldSource(KernelFS(root), backfill=False)
+    st = src.open()
+    try:
+        assert st.available, st.reason
+        assert "reading new messages only" in st.reason
+        assert src.read_events() == []
+        j.write([MF_LINE.replace("0x3d3fe", "0x3d3ff")], name="system@2.journal")
+        assert readable(src, 5.0)
+        events = src.read_events()
+    finally:
+        src.close()
+    assert summary(events) == [("kmsg_memory_failure", 0x3D3FF)]
