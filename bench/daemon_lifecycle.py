@@ -114,9 +114,10 @@ def status_kb(pid: int, field: str) -> int:
 
 def start_py_spy(pid: int, output: Path) -> subprocess.Popen[bytes]:
     """Sample `pid`'s threads from outside with py-spy (`.venv/bin/pip install py-spy`) into
-    `output` as collapsed stacks; --idle keeps the time spent blocked (select, fsync)."""
+    `output` as collapsed stacks; --idle keeps the time spent blocked (select, fsync), and
+    --nonblocking samples without pausing the daemon (pausing it would slow what we measure)."""
     py_spy = str(Path(sys.executable).with_name("py-spy"))
-    args = ["--format", "raw", "--idle", "--rate", "200", "--output", str(output)]
+    args = ["--format", "raw", "--idle", "--nonblocking", "--rate", "100", "--output", str(output)]
     return subprocess.Popen(
         [py_spy, "record", "--pid", str(pid), *args],
         stdout=subprocess.DEVNULL,

@@ -18,7 +18,7 @@ The FIFO is not the kernel: the daemon's write returns at once and /proc/kpagefl
 change, so every action is recorded as `failed` ("answered success but HWPOISON is not set"),
 which with `retry_max = 0` ends that page's story the same way as a real offline would.
 
-    .venv/bin/python -m bench latency                          # 5 runs x 20 s at 1,000/s
+    .venv/bin/python -m bench latency                          # 5 runs x 10 s at 1,000/s
     .venv/bin/python -m bench.latency --seconds 60 --runs 5    # longer runs
 """
 
@@ -209,7 +209,7 @@ def _one_run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--rate", type=float, default=1000.0, help="events per second")
-    parser.add_argument("--seconds", type=float, default=20.0, help="length of each run")
+    parser.add_argument("--seconds", type=float, default=10.0, help="length of each run")
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--warmup-seconds", type=float, default=1.0)
     parser.add_argument(
