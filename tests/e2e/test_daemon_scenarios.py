@@ -161,3 +161,22 @@ def test_budget_stops_offlines_and_a_refused_offline_is_recorded_and_retried(
     assert any(e["kind"] == "budget_exhausted" for e in status["escalations"])
     assert facts["daemon_alive"] is True
     assert facts["stop_exit_code"] == 0
+
+
+def test_two_sources_do_not_double_count(boots: Boots) -> None:
+    facts = boots.result("two_sources")
+    # Both sources really ran, or this proves nothing.
+    assert facts["source_up"].get("tracefs") == 1
+    assert facts["source_up"].get("journald") == 1
+    by_severity: dict[str, float] = {}
+    for labels, count in facts["memory_errors"].items():
+        severity = json.loads(labels)["severity"]
+        by_severity[severity] = by_severity.get(severity, 0) + count
+    assert by_severity == {"corrected": 1}
+    assert facts["kernel_uncorrected"] == 1
+    assert facts["after"]["hwpoison"]["ce"] == 0  # one CE is below the threshold of 2
+    status = facts["status"]
+    ce_page = _page(status, facts["pfns"]["ce"])
+    assert ce_page is not None and ce_page["ce_count"] == 1
+    assert status["events_stored"] == 2
+    assert facts["stop_exit_code"] == 0

@@ -258,8 +258,22 @@ def scenario(name: str) -> Iterator[dict[str, Any]]:
     (RESULTS / f"{name}.json").write_text(json.dumps(facts, indent=1, sort_keys=True))
 
 
+JOURNALD = Path("/lib/systemd/systemd-journald")
+
+
+def start_journald() -> subprocess.Popen[bytes] | None:
+    """The guest's own journald (volatile, /run/log/journal), reading the guest's /dev/kmsg."""
+    if not JOURNALD.exists():
+        return None
+    Path("/run/systemd/journal").mkdir(parents=True, exist_ok=True)
+    log = (OUT / "journald.log").open("wb")
+    return subprocess.Popen([str(JOURNALD)], stdout=log, stderr=subprocess.STDOUT)
+
+
 def first_boot() -> None:
-    free = pagetool.free_pfns(8, 0x1000)
+    # Started first, so it is settled by the time the two-sources daemon wants it.
+    journald = start_journald()
+    free = pagetool.free_pfns(9, 0x1000)
     pages = {"below": free[0], "recurring": free[1], "corrupt": free[2], "restart": free[3]}
     (OUT / "pages.json").write_text(json.dumps(pages))
     # Each daemon has its own port: one left running by a failed scenario must not answer for
@@ -410,6 +424,42 @@ max_offlines_per_hour = 64
         f["daemon_alive"] = budget.alive()
         f["status"] = budget.status()
         f["stop_exit_code"] = budget.stop()
+
+    with scenario("two_sources") as f:
+        # One corrected error and one memory_failure, each reported by tracefs AND by kmsg
+        # through the journal: counted once each. One CE is below the threshold of 2, so a
+        # double count would also show as a wrong soft offline.
+        f["journald"] = journald is not None and journald.poll() is None
+        if not f["journald"]:
+            raise RuntimeError(f"no running {JOURNALD} in the guest")
+        both = Daemon("two_sources", METRICS_PORT + 2, config(port=METRICS_PORT + 2, journald=True))
+        running.append(both)
+        f["daemon_start_seconds"] = round(both.start(), 1)
+        f["pfns"] = {"ce": free[8], "ue": fresh_free_pfn(set(free) | set(pages.values()))}
+        inject_ce((free[8] << PAGE_SHIFT) + 0x40)
+        corrupt_pfn(f["pfns"]["ue"])
+        wait_for(
+            "a corrected error and a memory_failure in /metrics",
+            lambda: (
+                metric_sum(both.metrics(), "hwpoisond_memory_errors_total") >= 1
+                and metric_sum(both.metrics(), "hwpoisond_kernel_uncorrected_errors_total") >= 1
+            ),
+            30,
+        )
+        time.sleep(10)  # the journal's copy follows the trace's; give it time to (not) count
+        m = both.metrics()
+        f["source_up"] = {
+            dict(ls).get("source", ""): v for (n, ls), v in m.items() if n == "hwpoisond_source_up"
+        }
+        f["memory_errors"] = {
+            json.dumps(dict(sorted(ls))): v
+            for (n, ls), v in m.items()
+            if n == "hwpoisond_memory_errors_total"
+        }
+        f["kernel_uncorrected"] = metric_sum(m, "hwpoisond_kernel_uncorrected_errors_total")
+        f["after"] = page_facts(f["pfns"])
+        f["status"] = both.status()
+        f["stop_exit_code"] = both.stop()
 
     for daemon in running:  # those a failed scenario left behind
         if daemon.alive():
