@@ -334,6 +334,35 @@ class Daemon:
                     self._learn_retired(d)
         if refed:
             log.info("fed %d events recorded after the last checkpoint back to the policy", refed)
+        self._sync_pending_with_store()
+
+    def _sync_pending_with_store(self) -> None:
+        """Checkpoints are periodic, results are recorded at once: an offline the policy still
+        sees as pending may already have its result in the store. Feed it back; intents with no
+        result are left to reconciliation."""
+        assert self.store is not None
+        for rec in core_state.pages_over_threshold(self.policy):
+            if rec.status != "pending":
+                continue
+            rows = self.store.rows(
+                "SELECT action, attempt, result, errno, verified, result_at FROM actions"
+                " WHERE kind = 'offline' AND pfn = ? AND action = ? AND attempt = ?"
+                " AND result IS NOT NULL AND result != 'interrupted' ORDER BY id DESC LIMIT 1",
+                (rec.pfn, rec.action, rec.attempt),
+            )
+            if not rows or rows[0]["result"] not in _RESULT_KINDS:
+                continue
+            row = rows[0]
+            result = ActionResult(
+                pfn=rec.pfn,
+                action=row["action"],
+                result=row["result"],
+                at=float(row["result_at"]),
+                errno=row["errno"],
+                verified=None if row["verified"] is None else bool(row["verified"]),
+                attempt=int(row["attempt"]),
+            )
+            self.policy, _ = on_result(self.policy, result, self.params)
 
     def _reconcile(self) -> None:
         assert self.store is not None
@@ -509,8 +538,6 @@ class Daemon:
             cursor = getattr(source, "cursor", None)
             if source is not None and isinstance(cursor, str) and cursor:
                 self.store.set(JOURNALD_CURSOR, cursor, now)
-            if recorded:
-                self._checkpoint(now=now)
         self._commit_seconds = time.monotonic() - commit_started
         if received_mono:
             latency = time.monotonic() - received_mono
@@ -554,40 +581,46 @@ class Daemon:
                 (d, self.store.record_intent(d, now, origin=origin, boot_id=self.boot_id))
                 for d in decisions
             ]
-            self._checkpoint(now=now)
         self._act(recorded, now)
 
     def _act(self, recorded: list[tuple[Decision, int]], now: float) -> None:
-        """Carry out recorded intents one by one; each result is durable before the next write.
-        Results may produce new decisions (a hard-offline fallback): they go the same way."""
+        """Carry out recorded intents: all writes of a batch, then all their results in one
+        durable transaction (a crash in between leaves pending intents, which the next start
+        resolves through kpageflags). Results may produce new decisions (a hard-offline
+        fallback): they are recorded with the results and go the same way."""
         assert self.store is not None
         queue = list(recorded)
         while queue:
-            decision, action_id = queue.pop(0)
-            if decision.kind == "escalate":
-                self._escalated(decision)
+            batch, queue = queue, []
+            reports: list[tuple[Decision, int, OfflineReport]] = []
+            for decision, action_id in batch:
+                if decision.kind == "escalate":
+                    self._escalated(decision)
+                elif decision.kind == "budget_exhausted":
+                    log.warning(
+                        "retirement budget exhausted: %s",
+                        decision.reason,
+                        extra={"message_id": "budget_exhausted"},
+                    )
+                    self.triggers.fire("budget_exhausted", {"reason": decision.reason})
+                else:
+                    report = self.offliner.execute(decision, self.wall_clock())
+                    reports.append((decision, action_id, report))
+            if not reports:
                 continue
-            if decision.kind == "budget_exhausted":
-                log.warning(
-                    "retirement budget exhausted: %s",
-                    decision.reason,
-                    extra={"message_id": "budget_exhausted"},
-                )
-                self.triggers.fire("budget_exhausted", {"reason": decision.reason})
-                continue
-            report = self.offliner.execute(decision, self.wall_clock())
-            result = report.result
-            self.tally.result(result)
-            self.policy, more = on_result(self.policy, result, self.params)
-            more_intents = self._filter_retired(list(more))
+            follow_ups: list[Decision] = []
+            for _decision, _action_id, report in reports:
+                self.tally.result(report.result)
+                self.policy, more = on_result(self.policy, report.result, self.params)
+                follow_ups.extend(self._filter_retired(list(more)))
             with self.store.transaction():
-                record_report(self.store, action_id, report, self.boot_id)
-                queue.extend(
-                    (d, self.store.record_intent(d, now, boot_id=self.boot_id))
-                    for d in more_intents
-                )
-                self._checkpoint(now=now)
-            self._log_result(decision, report)
+                for _decision, action_id, report in reports:
+                    record_report(self.store, action_id, report, self.boot_id)
+                queue = [
+                    (d, self.store.record_intent(d, now, boot_id=self.boot_id)) for d in follow_ups
+                ]
+            for decision, _action_id, report in reports:
+                self._log_result(decision, report)
         self._sync_trigger_fds()
 
     def _log_result(self, decision: Decision, report: OfflineReport) -> None:
@@ -908,6 +941,7 @@ class Daemon:
 
 
 JOURNALD_CURSOR = "journald"
+_RESULT_KINDS = frozenset({"offlined", "already_poisoned", "failed", "unsupported", "accounted"})
 _UE = frozenset({"uncorrected", "fatal", "deferred"})
 
 

@@ -346,8 +346,8 @@ class SimMachine:
                 return  # no reader (ENXIO) or the instance was removed
             self._pipe_fds[key] = fd
         # A full pipe means the reader lags: wait for room (a storm must not lose lines), but
-        # give up after a few seconds so a reader that went away cannot hang the simulation.
-        deadline = time.monotonic() + 5.0
+        # give up after a minute so a reader that hangs cannot hang the simulation forever.
+        deadline = time.monotonic() + 60.0
         while data:
             try:
                 data = data[os.write(fd, data) :]
