@@ -10,8 +10,10 @@ arch/x86/include/asm/mce.h; the usable-address rule follows the kernel's own
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import cast
 
 from hwpoisond.core.model import PAGE_SHIFT, Severity
+from hwpoisond.parse.build import fast_builder
 
 # MCi_STATUS bits (arch/x86/include/asm/mce.h).
 MCI_STATUS_VAL = 1 << 63
@@ -49,6 +51,9 @@ class McaDecode:
     memory_error: bool
     severity: Severity
     phys_addr: int | None
+
+
+_McaDecode = cast("type[McaDecode]", fast_builder(McaDecode))
 
 
 def is_amd(vendor: int | None, ipid: int) -> bool:
@@ -116,7 +121,7 @@ def decode_mca(
     amd = is_amd(vendor, ipid)
     umc = amd and is_smca_umc(ipid)
     memory_error = umc if amd else is_memory_controller_code(status)
-    return McaDecode(
+    return _McaDecode(
         memory_error=memory_error,
         severity=mca_severity(status, amd),
         phys_addr=usable_phys_addr(status, addr, misc, amd, umc),

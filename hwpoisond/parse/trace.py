@@ -20,13 +20,21 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from typing import cast
 
-from hwpoisond.core.model import DramLocation, Event, Severity, pfn_of
+from hwpoisond.core.model import PAGE_SHIFT, DramLocation, Event, Severity, pfn_of
+from hwpoisond.parse.build import fast_builder
 from hwpoisond.parse.mce import decode_mca
 
+# Event(...) and DramLocation(...) at a plain class's cost (see hwpoisond.parse.build); typed as
+# the classes so that mypy checks every call against the real constructors.
+_Event = cast("type[Event]", fast_builder(Event))
+_DramLocation = cast("type[DramLocation]", fast_builder(DramLocation))
+
+# comm-pid, optional (tgid), [cpu], optional flags, timestamp, event name, body.
 _TRACE_PREFIX = re.compile(
-    r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[\d-]+\)\s+)?\[(?P<cpu>\d+)\]\s+"
-    r"(?:[^\s:]{1,8}\s+)?(?P<ts>\d+\.\d+):\s+(?P<event>[a-z_]+):\s?(?P<body>.*)$"
+    r"^\s*.*?-\d+\s+(?:\(\s*[\d-]+\)\s+)?\[(\d+)\]\s+"
+    r"(?:[^\s:]{1,8}\s+)?(\d+\.\d+):\s+([a-z_]+):\s?(.*)$"
 )
 
 
@@ -35,7 +43,8 @@ def split_trace_line(line: str) -> tuple[str, float, int, str] | None:
     m = _TRACE_PREFIX.match(line)
     if m is None:
         return None
-    return m["event"], float(m["ts"]), int(m["cpu"]), m["body"]
+    cpu, ts, event, body = m.groups()
+    return event, float(ts), int(cpu), body
 
 
 # --- DRAM location from driver detail -------------------------------------------------------
@@ -87,35 +96,63 @@ def _int(text: str) -> int:
     return int(text, 16) if text[:2] in ("0x", "0X") else int(text)
 
 
+# Detail made only of "key:value[:value…]" tokens joined by single spaces, ASCII (what Intel
+# skx/i10nm and APEI GHES since v5.10 print). On such text _KV finds exactly each token's key and
+# first value, so it is read token by token: the same answer for a fraction of the regex's cost.
+_SIMPLE_VALUE = r"(?::(?:0x[0-9a-fA-F]+|-?[0-9]+))+"
+_SIMPLE_DETAIL = re.compile(
+    rf"[A-Za-z][A-Za-z_]*{_SIMPLE_VALUE}(?: [A-Za-z][A-Za-z_]*{_SIMPLE_VALUE})*"
+)
+
+
+def _dram_fields_by_regex(text: str) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for key, value in _KV.findall(text):
+        field = _DRAM_KEYS.get(key.lower())
+        if field is not None and field not in found:
+            found[field] = _int(value)
+    return found
+
+
+def _dram_fields_by_tokens(text: str) -> dict[str, int]:
+    """_dram_fields_by_regex() for text that _SIMPLE_DETAIL matches in full."""
+    found: dict[str, int] = {}
+    for token in text.split(" "):
+        key, _, values = token.partition(":")
+        field = _DRAM_KEYS.get(key.lower())
+        if field is not None and field not in found:
+            value = values.partition(":")[0]
+            found[field] = int(value, 16) if value[1:2] == "x" else int(value)
+    return found
+
+
 def parse_dram_location(text: str) -> DramLocation | None:
     """The DRAM coordinates named in a driver's free-text detail, or None when it names none.
 
     When both CPER "bank" (the raw field) and "bank_address" are present the latter wins: with
     bank-group addressing the raw field packs group and address together.
     """
-    found: dict[str, int] = {}
-    for key, value in _KV.findall(text):
-        field = _DRAM_KEYS.get(key.lower())
-        if field is not None and field not in found:
-            found[field] = _int(value)
+    if _SIMPLE_DETAIL.fullmatch(text) is not None:
+        found = _dram_fields_by_tokens(text)
+    else:
+        found = _dram_fields_by_regex(text)
     if not found:
         return None
     bank_address = found.pop("bank_address", None)
     if bank_address is not None:
         found["bank"] = bank_address
-    return DramLocation(**found)
+    return _DramLocation(**found)
 
 
 # --- ras:mc_event ---------------------------------------------------------------------------
 
-# Matched in two halves around the " (mc:" anchor, and msg/label split with rfind: one regex with
-# two free-text groups backtracks quadratically on hostile lines (labels are writable in sysfs).
-_MC_EVENT_HEAD = re.compile(
-    r"^(?P<count>\d+) (?P<type>Corrected|Uncorrected|Deferred|Fatal|Info) errors?:(?P<rest>.*)$"
-)
-_MC_EVENT_TAIL = re.compile(
-    r"^\(mc:(?P<mc>\d+) location:(?P<loc>-?\d+:-?\d+:-?\d+)(?: address:0x(?P<addr>[0-9a-fA-F]+))?"
-    r" grain:(?P<grain>\d+)(?: syndrome:0x(?P<synd>[0-9a-fA-F]+))?(?: (?P<detail>.*))?\)\s*$"
+# One regex for the fixed parts, msg and label split with rfind after it. The atomic group ends
+# the free text at the first " (mc:" for good: with a second free-text group (detail) a plain
+# lazy group would backtrack quadratically on hostile lines (labels are writable in sysfs).
+_MC_EVENT = re.compile(
+    r"(\d+) (Corrected|Uncorrected|Deferred|Fatal|Info) errors?:(?>(.*?)\n? \(mc:)"
+    r"(\d+) location:(-?\d+:-?\d+:-?\d+)(?: address:0x([0-9a-fA-F]+))?"
+    r" grain:(\d+)(?: syndrome:0x([0-9a-fA-F]+))?(?: (.*))?\)\s*"
 )
 
 
@@ -141,30 +178,31 @@ MC_EVENT_SEVERITY: dict[str, Severity] = {
 def parse_mc_event(body: str, time: float | None = None, line: int | None = None) -> Event | None:
     """One `mc_event` body. EDAC drivers pass page 0 / offset 0 when they do not know the
     address, so address 0 means "unknown" (nobody offlines pfn 0)."""
-    paren = body.find(" (mc:")
-    head = _MC_EVENT_HEAD.match(body[:paren]) if paren > 0 else None
-    m = _MC_EVENT_TAIL.match(body[paren + 1 :]) if head is not None else None
-    parts = split_msg_label(head["rest"]) if head is not None else None
-    if head is None or m is None or parts is None:
+    m = _MC_EVENT.fullmatch(body)
+    if m is None:
+        return None
+    count, etype, rest, mc, location, addr_hex, grain, syndrome, detail = m.groups()
+    parts = split_msg_label(rest)
+    if parts is None:
         return None
     msg, label = parts
-    addr = int(m["addr"], 16) if m["addr"] else 0
-    phys_addr = addr or None
-    detail = m["detail"] or ""
-    return Event(
+    phys_addr = int(addr_hex, 16) if addr_hex else None
+    if not phys_addr:
+        phys_addr = None
+    return _Event(
         time=time,
         line=line,
         kind="memory_error",
         source="mc_event",
-        severity=MC_EVENT_SEVERITY[head["type"]],
-        count=int(head["count"]),
+        severity=MC_EVENT_SEVERITY[etype],
+        count=int(count),
         phys_addr=phys_addr,
-        pfn=pfn_of(phys_addr) if phys_addr is not None else None,
-        mc=int(m["mc"]),
+        pfn=phys_addr >> PAGE_SHIFT if phys_addr is not None else None,
+        mc=int(mc),
         label=label,
-        location=m["loc"],
-        grain=int(m["grain"]),
-        syndrome=int(m["synd"], 16) if m["synd"] else None,
+        location=location,
+        grain=int(grain),
+        syndrome=int(syndrome, 16) if syndrome else None,
         msg=msg or None,
         dram=parse_dram_location(detail) if detail else None,
         extra=(("driver_detail", detail),) if detail else (),
@@ -172,6 +210,36 @@ def parse_mc_event(body: str, time: float | None = None, line: int | None = None
 
 
 # --- mce:mce_record -------------------------------------------------------------------------
+
+
+# Optional items kept verbatim in Event.extra: (extra name, item key), in this order.
+_MCE_EXTRA_ITEMS = (
+    ("mcgcap/mcgstatus", "MCGc/s"),
+    ("ipid", "IPID"),
+    ("tsc", "TSC"),
+    ("walltime", "TIME"),
+    ("walltime", "time"),
+    ("socket", "SOCKET"),
+    ("socket", "socket"),
+    ("apicid", "APIC"),
+    ("ppin", "PPIN"),
+    ("microcode", "microcode"),
+)
+
+# The two current generations exactly as the kernel prints them, read with one regex each (the
+# item-by-item reader below gives the same answer on them at several times the cost).
+_HEX = "[0-9a-fA-F]+"
+_MCE_RECORD_V4_9 = re.compile(  # v4.9–v6.9
+    rf"CPU: ([0-9]+), MCGc/s: ({_HEX}/{_HEX}), MC([0-9]+): ({_HEX}), IPID: ({_HEX}), "
+    rf"ADDR/MISC/SYND: ({_HEX})/({_HEX})/{_HEX}, RIP: {_HEX}:<{_HEX}>, TSC: ({_HEX}), "
+    rf"PROCESSOR: ([0-9]+):{_HEX}, TIME: ([0-9]+), SOCKET: ([0-9]+), APIC: ({_HEX})"
+)
+_MCE_RECORD_V6_10 = re.compile(  # v6.10+
+    rf"CPU: ([0-9]+), MCGc/s: ({_HEX}/{_HEX}), MC([0-9]+): ({_HEX}), IPID: ({_HEX}), "
+    rf"ADDR: ({_HEX}), MISC: ({_HEX}), SYND: {_HEX}, RIP: {_HEX}:<{_HEX}>, TSC: ({_HEX}), "
+    rf"PPIN: ({_HEX}), vendor: ([0-9]+), CPUID: {_HEX}, time: ([0-9]+), socket: ([0-9]+), "
+    rf"APIC: ({_HEX}), microcode: ({_HEX})"
+)
 
 
 def _mce_items(body: str) -> dict[str, str]:
@@ -185,7 +253,58 @@ def _mce_items(body: str) -> dict[str, str]:
 
 def parse_mce_record(body: str, time: float | None = None, line: int | None = None) -> Event | None:
     """One `mce_record` body, any of the three generations."""
-    items = _mce_items(body)
+    m = _MCE_RECORD_V4_9.fullmatch(body)
+    if m is not None:
+        cpu, mcg, bank, status, ipid, addr, misc, tsc, vendor, walltime, socket, apic = m.groups()
+        extra = [
+            ("mcgcap/mcgstatus", mcg),
+            ("ipid", ipid),
+            ("tsc", tsc),
+            ("walltime", walltime),
+            ("socket", socket),
+            ("apicid", apic),
+        ]
+        return _mce_event(
+            time, line, int(cpu), int(bank), int(status, 16), int(addr, 16), int(misc, 16),
+            int(ipid, 16), int(vendor), extra,
+        )  # fmt: skip
+    m = _MCE_RECORD_V6_10.fullmatch(body)
+    if m is not None:
+        (
+            cpu,
+            mcg,
+            bank,
+            status,
+            ipid,
+            addr,
+            misc,
+            tsc,
+            ppin,
+            vendor,
+            walltime,
+            socket,
+            apic,
+            ucode,
+        ) = m.groups()
+        extra = [
+            ("mcgcap/mcgstatus", mcg),
+            ("ipid", ipid),
+            ("tsc", tsc),
+            ("walltime", walltime),
+            ("socket", socket),
+            ("apicid", apic),
+            ("ppin", ppin),
+            ("microcode", ucode),
+        ]
+        return _mce_event(
+            time, line, int(cpu), int(bank), int(status, 16), int(addr, 16), int(misc, 16),
+            int(ipid, 16), int(vendor), extra,
+        )  # fmt: skip
+    return _parse_mce_items(_mce_items(body), time, line)
+
+
+def _parse_mce_items(items: dict[str, str], time: float | None, line: int | None) -> Event | None:
+    """Any generation, from its "KEY: value" items."""
     try:
         cpu = int(items["CPU"])
         bank_key = next(k for k in items if k.startswith("MC") and k[2:].isdigit())
@@ -210,39 +329,38 @@ def parse_mce_record(body: str, time: float | None = None, line: int | None = No
             vendor = None
     except (KeyError, ValueError, StopIteration):
         return None
+    extra = [(name, items[key]) for name, key in _MCE_EXTRA_ITEMS if key in items]
+    return _mce_event(time, line, cpu, bank, status, addr, misc, ipid, vendor, extra)
+
+
+def _mce_event(
+    time: float | None,
+    line: int | None,
+    cpu: int,
+    bank: int,
+    status: int,
+    addr: int,
+    misc: int,
+    ipid: int,
+    vendor: int | None,
+    extra: list[tuple[str, str]],
+) -> Event:
     decoded = decode_mca(status, addr, misc, ipid, vendor)
-    extra = (
-        *(
-            (name, items[key])
-            for name, key in (
-                ("mcgcap/mcgstatus", "MCGc/s"),
-                ("ipid", "IPID"),
-                ("tsc", "TSC"),
-                ("walltime", "TIME"),
-                ("walltime", "time"),
-                ("socket", "SOCKET"),
-                ("socket", "socket"),
-                ("apicid", "APIC"),
-                ("ppin", "PPIN"),
-                ("microcode", "microcode"),
-            )
-            if key in items
-        ),
-        ("addr", f"{addr:#x}"),
-        ("misc", f"{misc:#x}"),
-    )
-    return Event(
+    extra.append(("addr", f"{addr:#x}"))
+    extra.append(("misc", f"{misc:#x}"))
+    phys_addr = decoded.phys_addr
+    return _Event(
         time=time,
         line=line,
         kind="memory_error" if decoded.memory_error else "mce",
         source="mce_record",
         severity=decoded.severity,
-        phys_addr=decoded.phys_addr,
-        pfn=pfn_of(decoded.phys_addr) if decoded.phys_addr is not None else None,
+        phys_addr=phys_addr,
+        pfn=phys_addr >> PAGE_SHIFT if phys_addr is not None else None,
         bank=bank,
         status=status,
         cpu=cpu,
-        extra=extra,
+        extra=tuple(extra),
     )
 
 
@@ -262,7 +380,7 @@ def parse_memory_failure_event(
     if m is None:
         return None
     pfn = int(m["pfn"], 16)
-    return Event(
+    return _Event(
         time=time,
         line=line,
         kind="memory_failure",
@@ -321,7 +439,7 @@ def parse_extlog_mem_event(
     phys_addr = None if pa in (_PA_INVALID, 0) else pa
     loc = m["loc"].strip()
     fru_text = (m["fru_text"] or "").strip()
-    return Event(
+    return _Event(
         time=time,
         line=line,
         kind="memory_error",
