@@ -541,8 +541,7 @@ class Daemon:
         self._commit_seconds = time.monotonic() - commit_started
         if received_mono:
             latency = time.monotonic() - received_mono
-            for _ in events:
-                self.tally.latency = self.tally.latency.observe(latency)
+            self.tally.latency = self.tally.latency.observe(latency, len(events))
         self._act(recorded, now)
         self._dirty = True
         self._arm_publish()

@@ -244,16 +244,18 @@ class LatencyHistogram:
         if list(self.bounds_seconds) != sorted(set(self.bounds_seconds)):
             raise ValueError("bounds must be strictly increasing")
 
-    def observe(self, latency_seconds: float) -> LatencyHistogram:
-        """A new histogram with one more observation."""
+    def observe(self, latency_seconds: float, count: int = 1) -> LatencyHistogram:
+        """A new histogram with `count` more observations of `latency_seconds`."""
         index = len(self.bounds_seconds)
         for i, bound in enumerate(self.bounds_seconds):
             if latency_seconds <= bound:
                 index = i
                 break
         counts = list(self.counts)
-        counts[index] += 1
-        return replace(self, counts=tuple(counts), sum_seconds=self.sum_seconds + latency_seconds)
+        counts[index] += count
+        return replace(
+            self, counts=tuple(counts), sum_seconds=self.sum_seconds + latency_seconds * count
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -201,6 +201,8 @@ def event_from_plain(plain: dict[str, Any]) -> Event | None:
     """The inverse of `event_to_plain`; None for data that is not an event (never raises)."""
     try:
         fields = dict(plain)
+        # event_to_plain leaves None fields out; severity is the one without a default.
+        fields.setdefault("severity", None)
         dram = fields.pop("dram", None)
         extra = fields.pop("extra", [])
         return Event(
