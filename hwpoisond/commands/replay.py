@@ -68,17 +68,21 @@ class Replay:
     def feed(self, events: list[Event]) -> None:
         params = self.params
         decide = policy.decide
+        housekeeping_seconds = self.housekeeping_seconds
+        self.events += len(events)
         for ev in events:
-            self.events += 1
             t = ev.time
             if t is not None:
-                if self._due is not None and t >= self._due:
+                # Due retries and the housekeeping tick, both in event time (rarely due: two
+                # comparisons per event).
+                due = self._due
+                if due is not None and t >= due:
                     self._drain(t)
                 nh = self._next_housekeeping
                 if nh is None:
-                    self._next_housekeeping = t + self.housekeeping_seconds
+                    self._next_housekeeping = t + housekeeping_seconds
                 elif t >= nh:
-                    self._next_housekeeping = t + self.housekeeping_seconds
+                    self._next_housekeeping = t + housekeeping_seconds
                     self.state, out = policy.expire(self.state, t, params)
                     if out:
                         self._handle(out)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
+from functools import lru_cache
 from typing import cast
 
 from hwpoisond.core.model import PAGE_SHIFT, DramLocation, Event, Severity, pfn_of
@@ -126,6 +127,12 @@ def _dram_fields_by_tokens(text: str) -> dict[str, int]:
     return found
 
 
+#: Distinct driver details remembered by parse_dram_location (a recurring error repeats its
+#: detail text exactly; the values are immutable, so sharing them is safe).
+DRAM_CACHE_ENTRIES = 4096
+
+
+@lru_cache(maxsize=DRAM_CACHE_ENTRIES)
 def parse_dram_location(text: str) -> DramLocation | None:
     """The DRAM coordinates named in a driver's free-text detail, or None when it names none.
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import dataclasses
 import re
+from pathlib import Path
 
 import pytest
 from hypothesis import example, given
 from hypothesis import strategies as st
 
 from hwpoisond.core.model import DramLocation, Event, pfn_of
-from hwpoisond.parse import trace
+from hwpoisond.parse import LineParser, stream, trace
 from hwpoisond.parse.build import fast_builder
 from hwpoisond.parse.mce import McaDecode
 
@@ -289,3 +290,36 @@ def test_mce_record_fast_path_equals_item_reader(
 @given(body=hostile)
 def test_mce_record_equals_item_reader_on_any_text(body: str) -> None:
     assert trace.parse_mce_record(body) == careful_mce_record(body)
+
+
+# --- feed_block: the line-by-line walk of dense blocks and the hinted scan agree ------------
+
+FIXTURE_LINES = [
+    line
+    for path in sorted((Path(__file__).parents[2] / "fixtures" / "parse").glob("*.txt"))
+    for line in path.read_text().splitlines()
+    if line and not line.startswith("#")
+]
+
+
+def feed_block_with_share(text: str, share: int) -> tuple[list[Event], dict[str, object]]:
+    saved = stream.DENSE_BLOCK_SHARE
+    stream.DENSE_BLOCK_SHARE = share
+    try:
+        parser = LineParser()
+        events = parser.feed_block(text) + parser.flush()
+    finally:
+        stream.DENSE_BLOCK_SHARE = saved
+    return events, parser.stats.as_dict()
+
+
+@SETTINGS
+@given(lines=st.lists(st.sampled_from(FIXTURE_LINES) | hostile | st.just(""), max_size=60))
+def test_dense_and_hinted_block_walks_equal_line_by_line_feed(lines: list[str]) -> None:
+    text = "\n".join(line.replace("\n", " ") for line in lines)
+    fed = text.removesuffix("\n").split("\n")  # feed_block allows one final newline
+    parser = LineParser()
+    by_line = [e for line in fed for e in parser.feed(line)] + parser.flush()
+    expected = (by_line, parser.stats.as_dict())
+    assert feed_block_with_share(text, 1 << 30) == expected  # always walk every line
+    assert feed_block_with_share(text, 0) == expected  # never: hinted lines only
