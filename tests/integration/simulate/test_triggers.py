@@ -1,0 +1,79 @@
+"""Operator triggers fire from the real daemon: a page retired in a simulation runs the
+configured script, without a shell, with the event in HWPOISOND_* variables only."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+
+def test_page_retired_trigger_gets_the_event_in_its_environment(tmp_path: Path) -> None:
+    out = tmp_path / "trigger.out"
+    script = tmp_path / "page-retired"
+    script.write_text(f"#!/bin/sh\nenv | grep '^HWPOISOND_' | sort >> {out}\necho --- >> {out}\n")
+    script.chmod(0o700)
+    cfg = tmp_path / "hwpoisond.toml"
+    cfg.write_text(f"[metrics]\nport = 0\n[triggers]\npage_retired = '{script}'\ntimeout = '5s'\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hwpoisond",
+            "simulate",
+            "single-cell",
+            "--speed",
+            "36000",
+            "--json",
+            "--config",
+            str(cfg),
+            "--state-dir",
+            str(tmp_path / "sim"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    [pfn] = report["pages_retired"]
+    runs = out.read_text().split("---\n")[:-1]
+    assert len(runs) == 1, "one retired page, one trigger run"
+    env = dict(line.split("=", 1) for line in runs[0].splitlines())
+    assert env["HWPOISOND_PFN"] == f"{pfn:#x}"
+    assert env["HWPOISOND_RESULT"] == "offlined"
+    assert env["HWPOISOND_ACTION"] == "soft"
+
+
+def test_unsafe_trigger_is_refused_and_reported(tmp_path: Path) -> None:
+    script = tmp_path / "loose"
+    script.write_text("#!/bin/sh\ntouch /tmp/should-not-run\n")
+    script.chmod(0o777)  # writable by others: running it as root would hand out root
+    cfg = tmp_path / "hwpoisond.toml"
+    cfg.write_text(f"[metrics]\nport = 0\n[triggers]\npage_retired = '{script}'\n")
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "hwpoisond",
+            "simulate",
+            "single-cell",
+            "--speed",
+            "36000",
+            "--json",
+            "--config",
+            str(cfg),
+            "--state-dir",
+            str(tmp_path / "sim"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "trigger for page_retired refused" in proc.stderr
+    assert "writable by group or others (mode 0777)" in proc.stderr
+    assert len(json.loads(proc.stdout)["pages_retired"]) == 1, "a refused trigger blocks nothing"
