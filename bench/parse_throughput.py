@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import resource
 import statistics
@@ -102,14 +103,17 @@ def main() -> int:
             write_log(log, args.lines, args.relevant_fraction)
         text_lines = log.read_text(errors="replace").splitlines()
         n = len(text_lines)
+        load_before = os.getloadavg()[0]
         runs = [time_cli(log) for _ in range(args.runs)]
         feed = sorted(time_feed(text_lines) for _ in range(args.runs))
+        load_after = os.getloadavg()[0]
     wall = statistics.median(r[0] for r in runs)
     cpu = statistics.median(r[1] for r in runs)
     result = {
         "lines": n,
         "runs": args.runs,
         "relevant_fraction": args.relevant_fraction,
+        "load_average_1m_before_after": [load_before, load_after],
         "cli_wall_seconds_median": round(wall, 3),
         "cli_lines_per_second_median": round(n / wall),
         "cli_cpu_seconds_median": round(cpu, 3),

@@ -4,8 +4,9 @@ Rule: measures, never asserts. Writes (or reuses, with --log) a deterministic tr
 line is an event: ras:mc_event and mce:mce_record lines (formats as in bench/parse_throughput.py,
 from the kernel's TP_printk), over a mix of recurring bad pages, rows and one-off pages. Five runs
 each of: a bare `for line in file` loop, the in-process replay (Replay + replay_file, the code the
-command runs) and the real command in a subprocess; prints medians (events/s) and the replay's
-ratio to the bare loop as JSON.
+command runs) and the real command in a subprocess; prints medians (events/s, by wall-clock and
+by CPU time: on a shared machine the CPU-time rate is the steadier number), the replay's ratio
+to the bare loop and the load average before and after, as JSON.
 
     .venv/bin/python bench/replay_throughput.py [--lines N] [--log FILE] [--runs 5]
 """
@@ -14,12 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from hwpoisond import config
@@ -56,33 +60,40 @@ def write_log(path: Path, lines: int, seed: int = 1) -> None:
                 f.write(MCE_RECORD.format(ts=ts, addr=pfn << 12) + "\n")
 
 
-def bare_loop(path: Path) -> float:
-    start = time.perf_counter()
+def bare_loop(path: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of reading every line and doing nothing with it."""
+    start, cpu_start = time.perf_counter(), time.process_time()
     n = 0
     with path.open(encoding="utf-8", errors="replace") as f:
         for _line in f:
             n += 1
-    return time.perf_counter() - start
+    return time.perf_counter() - start, time.process_time() - cpu_start
 
 
-def in_process(path: Path) -> tuple[float, int]:
+def in_process(path: Path) -> tuple[float, float, int]:
+    """(wall seconds, CPU seconds, events) of one replay of the file, as the command runs it."""
     params = config.policy_params(config.Config(), 256 * 1024**3)
     run = Replay(params, 0.0, config.Config().daemon.housekeeping_interval)
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     with path.open(encoding="utf-8", errors="replace") as f:
         replay_file(run, f)
     run.finish()
-    return time.perf_counter() - start, run.events
+    return time.perf_counter() - start, time.process_time() - cpu_start, run.events
 
 
-def command(path: Path) -> float:
+def command(path: Path) -> tuple[float, float]:
+    """(wall seconds, CPU seconds) of the real command, start-up included."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     start = time.perf_counter()
     subprocess.run(
         [sys.executable, "-m", "hwpoisond", "replay", str(path), "--json"],
         check=True,
         stdout=subprocess.DEVNULL,
     )
-    return time.perf_counter() - start
+    wall = time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return wall, cpu
 
 
 def main() -> int:
@@ -95,28 +106,39 @@ def main() -> int:
         path = args.log or Path(tmp) / "replay.trace"
         if not path.exists():
             write_log(path, args.lines)
+        load_before = os.getloadavg()[0]
         bare, replay, cmd = [], [], []
         events = 0
         for _ in range(args.runs):
             bare.append(bare_loop(path))
-            seconds, events = in_process(path)
-            replay.append(seconds)
+            wall, cpu, events = in_process(path)
+            replay.append((wall, cpu))
             cmd.append(command(path))
-        b, r, c = (statistics.median(x) for x in (bare, replay, cmd))
-        print(
-            json.dumps(
-                {
-                    "lines": args.lines,
-                    "events": events,
-                    "runs": args.runs,
-                    "bare_loop_lines_per_s": round(args.lines / b),
-                    "replay_in_process_events_per_s": round(events / r),
-                    "replay_command_events_per_s": round(events / c),
-                    "replay_over_bare_loop_time_ratio": round(r / b, 1),
-                },
-                indent=2,
-            )
+        load_after = os.getloadavg()[0]
+    lines = args.lines
+
+    def median(runs: Sequence[tuple[float, ...]], i: int) -> float:
+        return statistics.median(r[i] for r in runs)
+
+    print(
+        json.dumps(
+            {
+                "lines": lines,
+                "events": events,
+                "runs": args.runs,
+                "load_average_1m_before_after": [load_before, load_after],
+                "bare_loop_lines_per_s": round(lines / median(bare, 0)),
+                "bare_loop_lines_per_cpu_s": round(lines / median(bare, 1)),
+                "replay_in_process_events_per_s": round(events / median(replay, 0)),
+                "replay_in_process_events_per_cpu_s": round(events / median(replay, 1)),
+                "replay_command_events_per_s": round(events / median(cmd, 0)),
+                "replay_command_events_per_cpu_s": round(events / median(cmd, 1)),
+                "replay_over_bare_loop_time_ratio": round(median(replay, 0) / median(bare, 0), 1),
+                "replay_over_bare_loop_cpu_ratio": round(median(replay, 1) / median(bare, 1), 1),
+            },
+            indent=2,
         )
+    )
     return 0
 
 
