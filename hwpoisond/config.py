@@ -159,10 +159,11 @@ class PolicyConfig(_Section):
     dedupe: Duration = 1.0
     #: Distinct erroring pages (count) in one DRAM row (same DIMM/rank/bank/row) that make the
     #: row the unit: its known pages are retired, the others on their first corrected error.
-    row_pages_threshold: NonNegativeInt = 2
+    #: 0 (the default) disables it: each page of a row is retired at the page threshold.
+    row_pages_threshold: NonNegativeInt = 0
     #: Distinct erroring DRAM rows (count) in one bank beyond which the fault is a bank or column
     #: fault: stop retiring there and recommend replacing the DIMM.
-    bank_rows_limit: NonNegativeInt = 8
+    bank_rows_limit: NonNegativeInt = 2
     #: Distinct erroring pages (count) on one DIMM beyond which retiring pages is futile: stop
     #: retiring there and recommend replacing the DIMM.
     dimm_pages_limit: NonNegativeInt = 64

@@ -87,11 +87,17 @@ class PolicyParams:
 #   likely to see more, so 2 CEs per 24 h (the kernel's Intel CEC threshold, chosen because
 #   "Intel systems may avoid uncorrectable errors if pages with corrected errors are aggressively
 #   taken offline", cec.c) retires single-cell faults early; a 4 KiB page costs nothing;
-# - two distinct erroring pages in one DRAM row almost never happen by chance: it is a row fault,
-#   so the row becomes the unit (retire its known pages, retire the rest on their first CE);
+# - the row rule (row_pages_threshold: a row with N distinct erroring pages becomes the unit, its
+#   pages retired on their first CE) is OFF by default: a faulty row spreads over ~16 pages and
+#   the rule retires each one that errs, which on the policy suite (BENCHMARKS_POLICY.md) cost
+#   more memory than the kernel CEC retires in total while avoiding few UEs; a row's pages are
+#   retired as each one reaches the page threshold instead;
 # - column, bank and chip faults spread over many rows and pages, where per-page retirement
-#   cannot keep up and only a DIMM replacement helps: 8 distinct erroring rows in one bank, or
-#   64 distinct erroring pages on one DIMM (more than a whole faulty row), mean escalate and stop;
+#   cannot keep up and only a DIMM replacement helps: a THIRD distinct erroring row in one bank
+#   (one row is a cell or row fault; two independent faults in one bank of 512 per host are
+#   rare; three rows is a column or bank structure), or 64 distinct erroring pages on one DIMM
+#   (more than a whole faulty row), mean escalate and stop; escalating at the third row rather
+#   than the ninth is what lets the escalation come before the UE of a slow bank fault;
 # - a CE storm spread over many pages is a channel/controller fault: same answer;
 # - ~6% of soft offlines fail (kernel or pinned pages, huge pages, migration races): EBUSY is
 #   often transient, so retry 4 times with back-off 60 s x 2^k, then give up (hard offline kills
@@ -105,8 +111,8 @@ _DEFAULT = PolicyParams(
     window_seconds=86400.0,
     sources=ALL_MEMORY_SOURCES,
     dedupe_seconds=1.0,
-    row_pages_threshold=2,
-    bank_rows_limit=8,
+    row_pages_threshold=0,
+    bank_rows_limit=2,
     dimm_pages_limit=64,
     storm_ce_per_hour=5000,
     storm_distinct_pages=256,

@@ -200,6 +200,9 @@ def _on_ce(state: PolicyState, ev: Event, t: float, p: PolicyParams) -> Decision
             row_key = f"{bank_key}/row{dram.row}"
     units = _units(dimm_key, bank_key, mc_key)
     if esc and _blocked(esc, units):
+        # Futile: forget the page's count too. The mce_record twin of this error carries only
+        # an address (no DIMM), so it would otherwise keep counting here and retire the page.
+        state.hot.pop(pfn, None)
         return tuple(out) if out else NONE
 
     crossed = ""
@@ -223,6 +226,8 @@ def _on_ce(state: PolicyState, ev: Event, t: float, p: PolicyParams) -> Decision
                 u.bad = True
                 reason = f"replace DIMM {ev.label or dimm_key}: {len(members)} distinct bad pages"
                 _escalate(state, "dimm:" + dimm_key, ev, t, reason, out)
+                for member in members:
+                    state.hot.pop(member, None)  # futile now (see the blocked case above)
     if bank_key is not None and p.bank_rows_limit:
         assert dram is not None
         u = _unit(state.banks, bank_key, p, rows=False)

@@ -123,22 +123,21 @@ def test_replay_per_file_is_one_host_each(
 def test_replay_budget_and_escalation(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[budget]\nmax_offlines_per_hour = 1\n")
-    items = [(float(i), 0x2000 + i // 2, 0x100 + i // 2) for i in range(8)]
+    items = [(float(i), 0x2000 + i // 2, 0x100 + i // 4) for i in range(8)]
     log = _trace(tmp_path / "a.trace", items)
     code, out, _ = _run(capsys, str(log), "--json", "--config", str(cfg))
     summary = json.loads(out)
     assert code == 0 and summary["budget_exhausted"] is True
     # Deferred offlines go out as the hour passes, at the end of input too.
     assert [a["at"] for a in summary["actions"]][:2] == [1.0, 3601.0]
-    code, out, _ = _run(
-        capsys, str(log), "--json"
-    )  # 4 distinct rows in one bank < 8: no escalation
+    # 2 distinct rows in one bank: not yet a bank fault (the default escalates at the 3rd).
+    code, out, _ = _run(capsys, str(log), "--json")
     assert json.loads(out)["escalations"] == []
     many = _trace(tmp_path / "m.trace", [(float(i), 0x3000 + i, 0x200 + i) for i in range(9)])
     code, out, _ = _run(capsys, str(many), "--json")
     [esc] = json.loads(out)["escalations"]
     assert esc["label"] == "CPU_SrcID#0_MC#0_Chan#1_DIMM#0" and esc["mc"] == 0
-    assert "9 distinct bad rows in rank 0 bank 2" in esc["reason"]
+    assert "3 distinct bad rows in rank 0 bank 2" in esc["reason"]
 
 
 def test_replay_human_summary(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -15,6 +15,7 @@ from hwpoisond.core.params import BudgetParams, PolicyParams, preset_params, wit
 from .helpers import DIMM_A, DIMM_B, ce, drive, offlines
 
 DEFAULT = preset_params("default")
+ROW_RULE = with_overrides(DEFAULT, row_pages_threshold=2)
 DAY = 86400.0
 
 
@@ -42,8 +43,8 @@ DAY = 86400.0
                 ce(2, 1, rank=0, bank=2, row=7),
                 ce(3, 2, rank=0, bank=2, row=7),
             ],
-            [(1, "soft"), (2, "soft"), (3, "soft")],
-            id="row-is-the-unit",
+            [],
+            id="default-has-no-row-rule",
         ),
         pytest.param(
             [ce(1, 0, rank=0, bank=2, row=7), ce(2, 1, rank=0, bank=2, row=8)],
@@ -57,8 +58,21 @@ def test_default_rules(events: list[Event], expected: list[tuple[int, str]]) -> 
     assert offlines(log) == expected
 
 
+def test_row_rule_when_enabled_makes_the_row_the_unit() -> None:
+    # Off in the default preset (BENCHMARKS_POLICY.md: its memory cost); an operator may set it.
+    events = [
+        ce(1, 0, rank=0, bank=2, row=7),
+        ce(2, 1, rank=0, bank=2, row=7),
+        ce(3, 2, rank=0, bank=2, row=7),
+    ]
+    _, log = drive(events, ROW_RULE)
+    assert offlines(log) == [(1, "soft"), (2, "soft"), (3, "soft")]
+    _, log = drive([ce(1, 0, rank=0, bank=2, row=7), ce(2, 1, rank=0, bank=2, row=8)], ROW_RULE)
+    assert offlines(log) == []
+
+
 def test_reason_names_the_rule() -> None:
-    _, log = drive([ce(1, 0, rank=0, bank=2, row=7), ce(2, 1, rank=0, bank=2, row=7)], DEFAULT)
+    _, log = drive([ce(1, 0, rank=0, bank=2, row=7), ce(2, 1, rank=0, bank=2, row=7)], ROW_RULE)
     assert all("row" in d.reason and "2 distinct bad pages" in d.reason for d in log)
     _, log = drive([ce(5, 0), ce(5, 10)], DEFAULT)
     assert log[0].reason == "2 corrected errors within 86400s (threshold 2/86400s)"
@@ -85,6 +99,24 @@ def test_dimm_limit_escalates_and_stops_retiring_there() -> None:
     assert offlines(log) == [(100, "soft")]  # page 1 on the futile DIMM is not retired
     assert st.escalations(s) == esc
     assert st.dimm_bad_pages(s)[DIMM_A] == 5
+
+
+def test_escalated_dimm_is_not_retired_through_address_only_reports() -> None:
+    # A trace has an mce_record (address only, no DIMM) next to every mc_event. Once the DIMM
+    # is escalated its mc_event reports are futile; the address-only twins must not count a
+    # page up to the threshold on their own, for pages new after the escalation (50) or seen
+    # once before it (1).
+    p = with_overrides(DEFAULT, dimm_pages_limit=4)
+    events = [ce(pfn, pfn) for pfn in range(1, 6)]  # 5 distinct pages > 4: escalate at t=5
+    for pfn, t in ((50, 10.0), (50, 20.0), (1, 30.0)):
+        events += [ce(pfn, t, source="mce_record", label=None, mc=None), ce(pfn, t)]
+    s, log = drive(events, p)
+    assert [d.kind for d in log] == ["escalate"]
+    assert st.page(s, 50) is None and st.page(s, 1) is None  # futile: not tracked
+    # The same reports on a DIMM that is not escalated do retire the page (the rule is not
+    # simply ignoring address-only reports).
+    _, log = drive(events[:1] + events[5:], p)
+    assert offlines(log) == [(50, "soft"), (1, "soft")]
 
 
 def test_bank_with_many_rows_is_a_bank_fault() -> None:
