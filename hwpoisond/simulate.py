@@ -141,15 +141,16 @@ SCENARIOS: dict[str, Scenario] = {
         Scenario(
             "row-fault",
             "a failing DRAM row: 20 corrected errors spread over the row's pages in 10 hours",
-            "once 2 pages of the row have failed, the row is the unit: its known pages are "
-            "retired and each further page on its first error",
+            "each page of the row is retired once its errors recur (2 in 24 h); with "
+            "[policy] row_pages_threshold set, the row becomes the unit and its known pages go "
+            "at once (off by default: see BENCHMARKS_POLICY.md)",
             _row_fault,
         ),
         Scenario(
             "column-fault",
             "a failing column: 40 corrected errors, each in a different row of one bank",
-            "after 8 distinct rows the bank is escalated (replace the DIMM) instead of retiring "
-            "a page per row",
+            "at the third distinct row the bank is escalated (replace the DIMM) instead of "
+            "retiring a page per row",
             _column_fault,
         ),
         Scenario(
