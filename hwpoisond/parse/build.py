@@ -3,10 +3,11 @@
 Why: a frozen dataclass's generated `__init__` stores each field through `object.__setattr__`
 (its own `__setattr__` refuses), one C call per field: for `Event`'s 21 fields that is several
 microseconds on CPython 3.11, more than parsing the trace line it came from. `fast_builder(cls)`
-returns a function with the same parameters that fills an unfrozen twin class with the same
-`__slots__` and then sets `__class__ = cls`, which CPython allows between classes with the same
-slot layout (Python data model, "__class__ assignment"). The result is an ordinary `cls`
-instance: equal to, hashed like and as frozen as one built by `cls(...)`.
+returns an unfrozen twin dataclass with the same fields, defaults and `__slots__`, whose
+`__init__` stores plain slots and then sets `__class__ = cls`, which CPython allows between
+classes with the same slot layout (Python data model, "__class__ assignment"). What it builds is
+an ordinary `cls` instance: equal to, hashed like and as frozen as one built by `cls(...)`. Use
+the builder only to construct values (it is not `cls`: never use it in isinstance()).
 
 When `cls` is not a plain frozen slots dataclass (a `__post_init__`, a default factory, an
 `init=False` field, another layout), the builder is `cls` itself: never wrong, only slower.
