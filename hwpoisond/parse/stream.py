@@ -166,12 +166,7 @@ class LineParser:
             if self.accept_json:
                 self._json(line, out)
             return
-        # Our trace events' anchors contain a hint and cost less to test than the hint search.
-        if (
-            ": mc_event: " not in line
-            and ": mce_record: " not in line
-            and _HINT_SEARCH(line) is None
-        ):
+        if _HINT_SEARCH(line) is None:
             return
         try:
             self._dispatch(line.rstrip("\r\n"), out)
