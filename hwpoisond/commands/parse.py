@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Iterator
 from typing import BinaryIO
@@ -17,6 +18,7 @@ from typing import BinaryIO
 from hwpoisond import exitcodes
 from hwpoisond.parse import LineParser, event_to_json
 from hwpoisond.parse.stream import MAX_LINE_CHARS
+from hwpoisond.progress import Progress
 
 MAX_LINE_BYTES = MAX_LINE_CHARS * 4  # UTF-8: at most 4 bytes per character
 READ_BLOCK_BYTES = 1 << 20
@@ -57,9 +59,22 @@ def _print(events: list[object]) -> None:
         sys.stdout.write("".join(json.dumps(e) + "\n" for e in events))
 
 
-def _parse_stream(stream: BinaryIO, parser: LineParser) -> None:
-    for text in iter_text_blocks(stream):
-        _print([event_to_json(event) for event in parser.feed_block(text)])
+def _parse_stream(stream: BinaryIO, parser: LineParser, label: str) -> None:
+    try:
+        size: int | None = os.fstat(stream.fileno()).st_size or None
+    except (OSError, ValueError):
+        size = None
+    progress = Progress(f"parse {label}", total=size, unit="B")
+    try:
+        for text in iter_text_blocks(stream):
+            _print([event_to_json(event) for event in parser.feed_block(text)])
+            try:
+                done = stream.tell()
+            except OSError:  # a pipe
+                done = 0
+            progress.update(done, f"{parser.stats.lines} lines")
+    finally:
+        progress.done()
 
 
 def main(args: argparse.Namespace) -> int:
@@ -69,11 +84,11 @@ def main(args: argparse.Namespace) -> int:
     parser = LineParser()
     for name in files:
         if name == "-":
-            _parse_stream(sys.stdin.buffer, parser)
+            _parse_stream(sys.stdin.buffer, parser, "stdin")
             continue
         try:
             with open(name, "rb") as stream:
-                _parse_stream(stream, parser)
+                _parse_stream(stream, parser, os.path.basename(name))
         except OSError as e:
             print(f"hwpoisond parse: cannot read {name}: {e.strerror or e}", file=sys.stderr)
             return exitcodes.NOINPUT

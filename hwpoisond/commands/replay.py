@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import errno
 import json
+import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from hwpoisond.core.model import ActionResult, Decision, Event
 from hwpoisond.core.params import BudgetParams, PolicyParams, with_overrides
 from hwpoisond.core.state import PolicyState, new_state, next_due
 from hwpoisond.parse.stream import LineParser
+from hwpoisond.progress import Progress
 
 #: Assumed RAM when --total-ram is not given (for budget.max_retired_fraction).
 DEFAULT_TOTAL_RAM_BYTES = 256 * 1024**3
@@ -171,13 +173,25 @@ def _blocks(f: TextIO) -> Iterator[str]:
         rest = chunk[cut + 1 :]
 
 
-def replay_file(run: Replay, f: TextIO) -> None:
+def replay_file(run: Replay, f: TextIO, progress: Progress | None = None) -> None:
     parser = LineParser()
     lineno = 1
     for block in _blocks(f):
         run.feed(parser.feed_block(block, lineno))
         lineno += block.count("\n")
+        if progress is not None:
+            progress.update(lineno, f"{parser.stats.lines} lines read")
     run.feed(parser.flush())
+
+
+def _line_count_hint(path: str) -> int | None:
+    """An estimate of a file's lines for the progress bar (size / 150 bytes, a trace line's
+    typical length); None for pipes and when the bar would not be shown."""
+    try:
+        size = os.stat(path).st_size
+    except OSError:
+        return None
+    return max(1, size // 150) if size else None
 
 
 def resolve_params(args: argparse.Namespace, cfg: config.Config) -> PolicyParams:
@@ -241,14 +255,21 @@ def main(args: argparse.Namespace) -> int:
 
         runs: list[tuple[str | None, Replay]] = []
         run = new_run()
-        for path, f in zip(args.files, files, strict=True):
+        for index, (path, f) in enumerate(zip(args.files, files, strict=True), 1):
             if args.per_file:
                 run = new_run()
+            # Lines are what a log is measured in; the bar is per file, with the file count.
+            progress = Progress(
+                f"replay {index}/{len(files)} {os.path.basename(path)}",
+                total=_line_count_hint(path),
+            )
             try:
-                replay_file(run, f)
+                replay_file(run, f, progress)
             except OSError as e:
                 print(f"hwpoisond replay: {path}: {e.strerror or e}", file=sys.stderr)
                 return exitcodes.NOINPUT
+            finally:
+                progress.done()
             if args.per_file:
                 run.finish()
                 runs.append((path, run))
