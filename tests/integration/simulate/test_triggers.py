@@ -7,15 +7,12 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 
-def test_page_retired_trigger_gets_the_event_in_its_environment(tmp_path: Path) -> None:
-    out = tmp_path / "trigger.out"
-    script = tmp_path / "page-retired"
-    script.write_text(f"#!/bin/sh\nenv | grep '^HWPOISOND_' | sort >> {out}\necho --- >> {out}\n")
-    script.chmod(0o700)
+def _simulate_single_cell(tmp_path: Path, config: str) -> tuple[dict[str, Any], str]:
     cfg = tmp_path / "hwpoisond.toml"
-    cfg.write_text(f"[metrics]\nport = 0\n[triggers]\npage_retired = '{script}'\ntimeout = '5s'\n")
+    cfg.write_text(config)
     proc = subprocess.run(
         [
             sys.executable,
@@ -37,7 +34,18 @@ def test_page_retired_trigger_gets_the_event_in_its_environment(tmp_path: Path) 
         check=False,
     )
     assert proc.returncode == 0, proc.stderr
-    report = json.loads(proc.stdout)
+    report: dict[str, Any] = json.loads(proc.stdout)
+    return report, proc.stderr
+
+
+def test_page_retired_trigger_gets_the_event_in_its_environment(tmp_path: Path) -> None:
+    out = tmp_path / "trigger.out"
+    script = tmp_path / "page-retired"
+    script.write_text(f"#!/bin/sh\nenv | grep '^HWPOISOND_' | sort >> {out}\necho --- >> {out}\n")
+    script.chmod(0o700)
+    report, _ = _simulate_single_cell(
+        tmp_path, f"[metrics]\nport = 0\n[triggers]\npage_retired = '{script}'\ntimeout = '5s'\n"
+    )
     [pfn] = report["pages_retired"]
     runs = out.read_text().split("---\n")[:-1]
     assert len(runs) == 1, "one retired page, one trigger run"
@@ -51,29 +59,9 @@ def test_unsafe_trigger_is_refused_and_reported(tmp_path: Path) -> None:
     script = tmp_path / "loose"
     script.write_text("#!/bin/sh\ntouch /tmp/should-not-run\n")
     script.chmod(0o777)  # writable by others: running it as root would hand out root
-    cfg = tmp_path / "hwpoisond.toml"
-    cfg.write_text(f"[metrics]\nport = 0\n[triggers]\npage_retired = '{script}'\n")
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "hwpoisond",
-            "simulate",
-            "single-cell",
-            "--speed",
-            "36000",
-            "--json",
-            "--config",
-            str(cfg),
-            "--state-dir",
-            str(tmp_path / "sim"),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
+    report, stderr = _simulate_single_cell(
+        tmp_path, f"[metrics]\nport = 0\n[triggers]\npage_retired = '{script}'\n"
     )
-    assert proc.returncode == 0, proc.stderr
-    assert "trigger for page_retired refused" in proc.stderr
-    assert "writable by group or others (mode 0777)" in proc.stderr
-    assert len(json.loads(proc.stdout)["pages_retired"]) == 1, "a refused trigger blocks nothing"
+    assert "trigger for page_retired refused" in stderr
+    assert "writable by group or others (mode 0777)" in stderr
+    assert len(report["pages_retired"]) == 1, "a refused trigger blocks nothing"
