@@ -873,16 +873,12 @@ class Daemon:
                 self._registered[fd] = "trigger"
 
     def _reap_triggers(self) -> None:
-        live = set(self.triggers.fds())
+        # poll() closes the pidfds of finished scripts and may open new ones under the same
+        # numbers: take every trigger fd out of the selector first, register the live ones after.
         for fd in [fd for fd, owner in self._registered.items() if owner == "trigger"]:
-            if fd not in live:
-                self.selector.unregister(fd)
-                del self._registered[fd]
+            self.selector.unregister(fd)
+            del self._registered[fd]
         for outcome in self.triggers.poll():
-            for fd in [fd for fd, owner in self._registered.items() if owner == "trigger"]:
-                if fd not in set(self.triggers.fds()):
-                    self.selector.unregister(fd)
-                    del self._registered[fd]
             if outcome.refused:
                 log.error("trigger %s not run: %s", outcome.path, outcome.refused)
             elif outcome.timed_out:
