@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from hwpoisond.actions.offliner import Offliner
-from hwpoisond.actions.reconcile import carry_out, reconcile_at_start
+from hwpoisond.actions.reconcile import carry_out, carry_out_owed, reconcile_at_start
 from hwpoisond.core.model import Decision
 from hwpoisond.store import Store
 from hwpoisond.store.db import ARCHIVE_PREFIX
@@ -57,14 +57,15 @@ def test_reboot_same_memory_reoffline_in_retirement_order(tmp_path: Path) -> Non
     report = reconcile_at_start(store, offliner, T0 + 1000)
     assert report.rebooted and report.boot_id == BOOT2
     assert not report.fingerprint_changed
-    assert [d.pfn for d in report.reoffline] == [0x300, 0x100, 0x200]
+    assert [o.decision.pfn for o in report.reoffline] == [0x300, 0x100, 0x200]
     assert all(
-        d.action == "soft" and "re-offline after reboot" in d.reason for d in report.reoffline
+        o.decision.action == "soft" and "re-offline after reboot" in o.decision.reason
+        for o in report.reoffline
     )
-    assert "2 CEs in 24h" in report.reoffline[0].reason
-    reports = carry_out(
-        store, offliner, report.reoffline, T0 + 1001, origin="reboot", boot_id=BOOT2
-    )
+    assert "2 CEs in 24h" in report.reoffline[0].decision.reason
+    # the re-offline intents are durable before anything is written
+    assert [p.action_id for p in store.pending_intents()] == [o.action_id for o in report.reoffline]
+    reports = carry_out_owed(store, offliner, report.reoffline, T0 + 1001, boot_id=BOOT2)
     assert [r.result.result for r in reports] == ["offlined"] * 3
     assert all(machine.poisoned(p) for p in (0x100, 0x200, 0x300))
     assert machine.hardware_corrupted_kb() == 12
@@ -108,12 +109,52 @@ def test_pending_intents_resolved_from_kpageflags(tmp_path: Path) -> None:
     lost = store.record_intent(offline(0x11), T0)  # killed before the write
     report = reconcile_at_start(store, offliner, T0 + 5)
     assert report.resolved == (done,)
-    assert [d.pfn for d in report.retry] == [0x11]
+    assert [o.decision.pfn for o in report.retry] == [0x11]
+    successor = report.retry[0].action_id
     results = {r["id"]: r["result"] for r in store.rows("SELECT id, result FROM actions")}
-    assert results == {done: "offlined", lost: "interrupted"}
-    carry_out(store, offliner, report.retry, T0 + 6, origin="retry")
+    assert results == {done: "offlined", lost: "interrupted", successor: None}
+    carry_out_owed(store, offliner, report.retry, T0 + 6)
     assert machine.writes == ["0x10000", "0x11000"]  # each page written exactly once
     assert store.pending_intents() == []
+
+
+def test_interrupted_intent_survives_a_second_kill(tmp_path: Path) -> None:
+    """Kill 1 after the intent, before the write; kill 2 after reconciliation committed, before
+    the retry was written: the third start still owes the page (issue 19's lost offline)."""
+    machine = FakeMachine(tmp_path / "root")
+    offliner = Offliner(FakeKernelFS(machine))
+    store = Store.open(tmp_path / "state")
+    reconcile_at_start(store, offliner, T0)
+    store.record_intent(offline(0x11), T0)  # kill 1 lands here
+    reconcile_at_start(store, offliner, T0 + 5)  # start 2 reconciles ... and kill 2 lands here
+    store.close()
+    store = Store.open(tmp_path / "state")
+    report = reconcile_at_start(store, offliner, T0 + 10)  # start 3
+    assert [o.decision.pfn for o in report.owed] == [0x11]
+    carry_out_owed(store, offliner, report.owed, T0 + 11)
+    assert machine.writes == ["0x11000"]
+    assert [p.pfn for p in store.retired_pages()] == [0x11]
+
+
+def test_policy_pending_without_intent_is_recorded_and_owed(tmp_path: Path) -> None:
+    """The policy decided and the step failed before the intent was stored: the decision comes
+    back from the checkpoint as a pending page, and reconciliation records it."""
+    machine = FakeMachine(tmp_path / "root")
+    offliner = Offliner(FakeKernelFS(machine))
+    store = Store.open(tmp_path / "state")
+    report = reconcile_at_start(store, offliner, T0, policy_pending=[offline(0x12)])
+    assert [o.decision.pfn for o in report.retry] == [0x12]
+    assert [p.decision.pfn for p in store.pending_intents()] == [0x12]
+    # a second start before the write owes it once, not twice
+    again = reconcile_at_start(store, offliner, T0 + 1, policy_pending=[offline(0x12)])
+    assert [o.decision.pfn for o in again.owed] == [0x12]
+    assert len(store.pending_intents()) == 1
+    carry_out_owed(store, offliner, again.owed, T0 + 2)
+    assert machine.writes == ["0x12000"]
+    # once done, the policy learns the result from the store instead of owing it again
+    third = reconcile_at_start(store, offliner, T0 + 3, policy_pending=[offline(0x12)])
+    assert third.owed == ()
+    assert [(r.pfn, r.result) for r in third.results] == [(0x12, "offlined")]
 
 
 def test_unreadable_kpageflags_retries_nothing(tmp_path: Path) -> None:
@@ -121,10 +162,19 @@ def test_unreadable_kpageflags_retries_nothing(tmp_path: Path) -> None:
     offliner = Offliner(FakeKernelFS(machine))
     store = Store.open(tmp_path / "state")
     store.record_intent(offline(0x10), T0)
-    (machine.root / "proc/kpageflags").unlink()
+    kpageflags = machine.root / "proc/kpageflags"
+    saved = kpageflags.read_bytes()
+    kpageflags.unlink()
     report = reconcile_at_start(store, offliner, T0 + 5)
     assert report.retry == () and report.unverifiable == (0x10,)
     assert machine.writes == []
+    # nothing is known, so nothing is closed: the intent is still owed at the next start
+    assert [p.decision.pfn for p in store.pending_intents()] == [0x10]
+    kpageflags.write_bytes(saved)
+    report = reconcile_at_start(store, offliner, T0 + 10)
+    assert [o.decision.pfn for o in report.retry] == [0x10] and report.unverifiable == ()
+    carry_out_owed(store, offliner, report.retry, T0 + 11)
+    assert machine.writes == ["0x10000"]
 
 
 def test_reoffline_disabled_by_config(tmp_path: Path) -> None:

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 
 from hwpoisond.actions.offliner import Offliner
-from hwpoisond.actions.reconcile import carry_out, reconcile_at_start, record_report
+from hwpoisond.actions.reconcile import carry_out_owed, reconcile_at_start, record_report
 from hwpoisond.core.model import Decision, Event
 from hwpoisond.kernelfs import KernelFS
 from hwpoisond.store import Store
@@ -52,8 +52,7 @@ def main(argv: list[str]) -> int:
     offliner = Offliner(FifoKernelFS(root))
     now = time.time()
     report = reconcile_at_start(store, offliner, now)
-    carry_out(store, offliner, report.retry, now, origin="retry", boot_id=report.boot_id)
-    carry_out(store, offliner, report.reoffline, now, origin="reboot", boot_id=report.boot_id)
+    carry_out_owed(store, offliner, report.owed, now, boot_id=report.boot_id)
     seq = int(store.get(CURSOR) or 0)
     while seq < len(lines):
         item = json.loads(lines[seq])
