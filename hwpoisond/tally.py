@@ -33,6 +33,11 @@ class Tally:
     fingerprint_changes: int = 0
     latency: metrics.LatencyHistogram = field(default_factory=metrics.LatencyHistogram)
     events_total: int = 0
+    #: Store writes that failed (disk full, read-only database): the batch was held in memory.
+    store_write_failures: int = 0
+    #: Events given up because the store could not write them for too long (their counts and
+    #: offlines were kept).
+    events_unstored: int = 0
 
     def event(self, ev: Event, received_at: float) -> None:
         self.events_total += 1

@@ -79,6 +79,9 @@ def _bump(counts: dict[str, int], key: str) -> None:
 class LineParser:
     """Stateful line-by-line parser (state: the open mce record and the journal year)."""
 
+    def malformed_lines(self) -> int:
+        return sum(self.stats.malformed.values())
+
     def __init__(self, assume_year: int = DEFAULT_ASSUME_YEAR, *, accept_json: bool = True) -> None:
         #: JSON event lines are for files (`replay` taking back `parse` output). Live sources turn
         #: them off: anything root writes to /dev/kmsg reaches the journal as kernel text, and it

@@ -48,6 +48,10 @@ class EventSource(Protocol):
 
     def status(self) -> SourceStatus: ...
 
+    def parse_failures(self) -> int:
+        """Lines read that could not be used (malformed, too long), since the source began."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -58,6 +62,10 @@ class LineParserLike(Protocol):
     def feed(self, line: str, lineno: int) -> list[Event]: ...
 
     def flush(self) -> list[Event]: ...
+
+    def malformed_lines(self) -> int:
+        """Lines that looked like a known format and did not parse, so far."""
+        ...
 
 
 class CursorStore(Protocol):

@@ -50,6 +50,10 @@ _COUNTERPART = {
 DedupeKey = tuple[object, ...]
 
 
+def has_counterpart(event: Event) -> bool:
+    return event.source in _COUNTERPART
+
+
 def dedupe_key(event: Event) -> DedupeKey | None:
     """What two copies of one error share; None for sources with no counterpart."""
     family = _FAMILY.get(event.source)
@@ -98,18 +102,32 @@ class Deduper:
         key = dedupe_key(event)
         if key is None:
             return True
-        if event.time is not None:
-            self._latest[event.source] = max(self._latest.get(event.source, event.time), event.time)
+        self._note_time(event)
         self._expire()
         if self._take(_COUNTERPART[event.source], key, event.time) is not None:
             family = _FAMILY[event.source]
             self.duplicates[family] = self.duplicates.get(family, 0) + 1
             return False
+        self._add(event, key)
+        return True
+
+    def remember(self, event: Event) -> None:
+        """Take `event` as admitted without matching it (an event recorded before a restart):
+        its counterpart, when it comes, is dropped."""
+        key = dedupe_key(event)
+        if key is not None:
+            self._note_time(event)
+            self._add(event, key)
+
+    def _note_time(self, event: Event) -> None:
+        if event.time is not None:
+            self._latest[event.source] = max(self._latest.get(event.source, event.time), event.time)
+
+    def _add(self, event: Event, key: DedupeKey) -> None:
         entry = _Seen(event.source, key, event.time)
         self._by_key.setdefault((event.source, key), deque()).append(entry)
         self._order.append(entry)
         self._expire()
-        return True
 
     def _take(self, source: str, key: DedupeKey, time: float | None) -> _Seen | None:
         """Consume the oldest unmatched copy from `source` within the window."""

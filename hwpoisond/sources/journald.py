@@ -101,6 +101,7 @@ class JournaldSource:
         self.backfill = backfill
         self._parser_factory = parser_factory
         self._parser = parser_factory()
+        self._lost_malformed = 0
         self._reader: Any = None
         self._fd: int | None = None
         self._status = SourceStatus(self.name, False, "not opened yet")
@@ -144,6 +145,9 @@ class JournaldSource:
         # Caught up: a record still open has seen every line journald has stored for it.
         events.extend(self._timed(self._parser.flush()))
         return events
+
+    def parse_failures(self) -> int:
+        return self._parser.malformed_lines() + self._lost_malformed
 
     def close(self) -> None:
         self._drop_reader()
@@ -229,4 +233,6 @@ class JournaldSource:
         if self._reader is not None:
             self._reader.close()
         self._reader, self._fd, self._first_entry = None, None, None
+        # A fresh parser per opening; what the old one counted stays counted.
+        self._lost_malformed += self._parser.malformed_lines()
         self._parser = self._parser_factory()

@@ -94,6 +94,7 @@ class TracefsSource:
         self.kfs = kfs
         self._parser_factory = parser_factory
         self._parser = parser_factory()
+        self._lost_malformed = 0
         self.instance_name = instance_name
         self.mount_if_absent = mount_if_absent
         self._status = SourceStatus(self.name, False, "not opened yet")
@@ -154,6 +155,9 @@ class TracefsSource:
             self._release()
             self._status = SourceStatus(self.name, False, lost)
         return events
+
+    def parse_failures(self) -> int:
+        return self._parser.malformed_lines() + self.lines_too_long + self._lost_malformed
 
     def close(self) -> None:
         self._release()
@@ -373,6 +377,8 @@ class TracefsSource:
         if self._dir_fd is not None:
             os.close(self._dir_fd)  # releases the flock
             self._dir_fd = None
+        # A fresh parser per opening; what the old one counted stays counted.
+        self._lost_malformed += self._parser.malformed_lines()
         self._parser = self._parser_factory()
         self._partial, self._discarding = b"", False
         self.enabled_events = ()

@@ -218,6 +218,19 @@ def event_from_plain(plain: dict[str, Any]) -> Event | None:
 _ENCODER = json.JSONEncoder(sort_keys=True, separators=(",", ":"))
 
 
+#: SQLite integers are signed 64-bit; a larger value cannot be bound (OverflowError).
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
+
+
+def _i64(value: int | None) -> int | None:
+    """`value` as an INTEGER column can hold it; None when it cannot (the full value is kept in
+    the event's JSON `data`). Parsers bound integers to their kernel types; this keeps a value
+    that slipped through from losing the whole batch."""
+    if value is None or _I64_MIN <= value <= _I64_MAX:
+        return value
+    return None
+
+
 def _dumps(value: Any) -> str:
     return _ENCODER.encode(value)
 
@@ -430,12 +443,15 @@ class Store:
         self._in_tx = True
         try:
             yield
+            # COMMIT itself can fail (SQLITE_FULL when the WAL cannot grow): then the transaction
+            # is still open and must be rolled back, or every later BEGIN fails too.
+            self._conn.execute("COMMIT")
         except BaseException:
             self._in_tx = False
-            self._conn.execute("ROLLBACK")
+            if self._conn.in_transaction:
+                self._conn.execute("ROLLBACK")
             raise
         self._in_tx = False
-        self._conn.execute("COMMIT")
 
     @contextlib.contextmanager
     def _write(self) -> Iterator[sqlite3.Connection]:
@@ -473,17 +489,18 @@ class Store:
                     event.kind,
                     event.source,
                     event.severity,
-                    event.count,
-                    event.pfn,
-                    event.phys_addr,
-                    event.mc,
+                    _i64(event.count) or 0,
+                    _i64(event.pfn),
+                    _i64(event.phys_addr),
+                    _i64(event.mc),
                     event.label,
                     _dumps(event_to_plain(event)),
                 )
             )
-            if event.pfn is not None and event.kind in ("memory_error", "mce"):
-                ce = event.count if event.severity == "corrected" else 0
-                ue = event.count if event.severity in ("uncorrected", "fatal", "deferred") else 0
+            if _i64(event.pfn) is not None and event.kind in ("memory_error", "mce"):
+                count = _i64(event.count) or 0
+                ce = count if event.severity == "corrected" else 0
+                ue = count if event.severity in ("uncorrected", "fatal", "deferred") else 0
                 dram = _dumps(_dram_to_plain(event.dram)) if event.dram is not None else None
                 page_rows.append(
                     (
@@ -492,8 +509,8 @@ class Store:
                         ue,
                         received_at,
                         received_at,
-                        event.phys_addr,
-                        event.mc,
+                        _i64(event.phys_addr),
+                        _i64(event.mc),
                         event.label,
                         dram,
                     )

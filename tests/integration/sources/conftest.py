@@ -27,6 +27,9 @@ class PrefixParser:
     def __init__(self) -> None:
         self.flushed = 0
 
+    def malformed_lines(self) -> int:
+        return 0
+
     def feed(self, line: str, lineno: int) -> list[Event]:
         m = _TRACE_PREFIX.match(line)
         if m is None:
