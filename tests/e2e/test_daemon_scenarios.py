@@ -50,7 +50,7 @@ def boots(guest_kernel: harness.GuestKernel, tmp_path_factory: pytest.TempPathFa
         guest_kernel,
         out,
         harness.scenario_script('cd "$REPO" && exec "$PY" -m tests.e2e.guest.scenarios first-boot'),
-        timeout_seconds=600,
+        timeout_seconds=1800,
     )
     second = harness.boot(
         guest_kernel,
@@ -58,7 +58,7 @@ def boots(guest_kernel: harness.GuestKernel, tmp_path_factory: pytest.TempPathFa
         harness.scenario_script(
             'cd "$REPO" && exec "$PY" -m tests.e2e.guest.scenarios second-boot'
         ),
-        timeout_seconds=300,
+        timeout_seconds=1200,
     )
     for name, run in (("first", first), ("second", second)):
         print(f"{name} boot: {run.boot_seconds:.1f}s to scenario, {run.total_seconds:.1f}s in all")

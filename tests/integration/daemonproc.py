@@ -26,6 +26,7 @@ class DaemonProcess:
         config: Path | None = None,
         extra_env: Mapping[str, str] | None = None,
         args: tuple[str, ...] = (),
+        module: str = "hwpoisond",
     ) -> None:
         self.notify_path = tmp_path / f"notify-{time.monotonic_ns()}.sock"
         self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
@@ -35,7 +36,8 @@ class DaemonProcess:
         env = {k: v for k, v in os.environ.items() if k not in ("JOURNAL_STREAM", "WATCHDOG_USEC")}
         env["NOTIFY_SOCKET"] = str(self.notify_path)
         env.update(extra_env or {})
-        cmd = [sys.executable, "-m", "hwpoisond", "run", "--root", str(root)]
+        # `module` runs the same CLI under a test wrapper (tests/integration/synckernel.py).
+        cmd = [sys.executable, "-m", module, "run", "--root", str(root)]
         cmd += ["--state-dir", str(state_dir)]
         if config is not None:
             cmd += ["--config", str(config)]
