@@ -3,6 +3,12 @@ parser that turns an exposition into {(name, labels): value}, refusing duplicate
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_text_to_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from hwpoisond.metrics import (
@@ -155,3 +161,16 @@ def samples_of(text: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
+
+
+def openmetrics_samples_of(text: str) -> Samples:
+    """Like samples_of, through the strict OpenMetrics parser (a missing `# EOF`, a misnamed
+    sample or a histogram without +Inf raises)."""
+    parse: Callable[[str], Iterable[Metric]] = openmetrics_text_to_families
+    out: Samples = {}
+    for family in parse(text):
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = s.value
+    return out
