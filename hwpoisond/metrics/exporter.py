@@ -8,17 +8,34 @@ scrape or textfile write that needs it, and those bytes are served until the nex
 from __future__ import annotations
 
 import gzip
+import logging
 import os
 import socket
 import ssl
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from http import HTTPStatus
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from hwpoisond.metrics.exposition import OPENMETRICS, TEXT, PartRenderer
-from hwpoisond.metrics.server import MetricsServer, serve
-from hwpoisond.metrics.snapshot import MetricsSnapshot
+from hwpoisond.metrics.exposition import (
+    CONTENT_TYPES,
+    OPENMETRICS,
+    TEXT,
+    PartRenderer,
+    accepts_gzip,
+    choose_format,
+)
+from hwpoisond.metrics.server import (
+    DEFAULT_LIMITS,
+    Limits,
+    MetricsServer,
+    Rejections,
+    Request,
+    Response,
+    plain_response,
+)
+from hwpoisond.metrics.snapshot import EndpointHealth, MetricsSnapshot
 from hwpoisond.metrics.textfile import write_textfile
 
 if TYPE_CHECKING:
@@ -27,6 +44,24 @@ if TYPE_CHECKING:
 #: gzip level for compressed scrapes: level 6 costs ~1 ms on a 76 KB exposition once per
 #: snapshot and shrinks it ~10x; higher levels gain little on this repetitive text.
 GZIP_LEVEL = 6
+#: Connections the kernel queues for accept(2); they cost the kernel memory, not descriptors.
+LISTEN_BACKLOG = 32
+_LANDING_PAGE = (
+    b"<!doctype html>\n<html><head><title>hwpoisond</title></head>"
+    b'<body><h1>hwpoisond</h1><p><a href="/metrics">Metrics</a></p></body></html>\n'
+)
+
+log = logging.getLogger("hwpoisond")
+
+
+class MetricsConfigError(ValueError):
+    """The endpoint cannot work with this configuration (an address that is not an address,
+    unusable TLS files): retrying will not help."""
+
+
+class MetricsBindError(OSError):
+    """The address and port cannot be bound now (taken, not yet configured on this host): the
+    daemon runs without the endpoint and retries."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +89,7 @@ class Exporter:
         tls_key_file: str | None = None,
         textfile_dir: str | os.PathLike[str] | None = None,
         snapshot: MetricsSnapshot | None = None,
+        limits: Limits = DEFAULT_LIMITS,
     ) -> None:
         if (tls_cert_file is None) != (tls_key_file is None):
             raise ValueError("tls_cert_file and tls_key_file must be given together")
@@ -68,6 +104,12 @@ class Exporter:
         self._rendered: _Rendered | None = None
         self._renderer = PartRenderer()  # used under _render_lock only
         self._render_lock = threading.Lock()
+        self.limits = limits
+        self.rejections = Rejections()
+        #: Why the endpoint is not listening (the address and port, errno and message), or None.
+        self.bind_error: str | None = None
+        self._listener: socket.socket | None = None
+        self._tls: ssl.SSLContext | None = None
         self._server: MetricsServer | None = None
         self._thread: threading.Thread | None = None
         self._wakeup: tuple[socket.socket, socket.socket] | None = None
@@ -89,10 +131,14 @@ class Exporter:
 
     @property
     def bound_port(self) -> int | None:
-        """The TCP port the HTTP server listens on (the real one when `port=0`), else None."""
-        if self._server is None:
+        """The TCP port the endpoint is bound to (the real one when `port=0`), else None."""
+        if self._listener is None:
             return None
-        return int(self._server.server_address[1])
+        return int(self._listener.getsockname()[1])
+
+    @property
+    def endpoint_up(self) -> bool:
+        return self._server is not None
 
     @property
     def url(self) -> str | None:
@@ -100,34 +146,122 @@ class Exporter:
         if port is None:
             return None
         scheme = "https" if self.tls_cert_file else "http"
-        host = f"[{self.listen_address}]" if ":" in self.listen_address else self.listen_address
-        return f"{scheme}://{host}:{port}/metrics"
+        return f"{scheme}://{self._host()}:{port}/metrics"
+
+    def _host(self) -> str:
+        return f"[{self.listen_address}]" if ":" in self.listen_address else self.listen_address
 
     def start(self) -> None:
-        """Bind and serve in a daemon thread (no-op without a port). Raises OSError when the
-        address cannot be bound, ssl.SSLError/OSError when the TLS files are unusable."""
-        if self.port is None or self._server is not None:
+        """bind() then serve(): raises MetricsBindError or MetricsConfigError."""
+        self.bind()
+        self.serve()
+
+    def bind(self) -> None:
+        """Bind and listen (no-op without a port, or when bound already), so the daemon holds its
+        port before the slow start-up work. Connections queue in the kernel until serve().
+        Raises MetricsConfigError (not an address, unusable TLS files) or MetricsBindError
+        (naming the address, port and errno; `bind_error` says the same)."""
+        if self.port is None or self._listener is not None:
             return
-        tls = None
-        if self.tls_cert_file is not None and self.tls_key_file is not None:
+        tls = self._tls_context()
+        try:
+            infos = socket.getaddrinfo(
+                self.listen_address, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+            )
+        except socket.gaierror as e:
+            raise MetricsConfigError(
+                f"metrics.listen_address: got {self.listen_address!r}; expected an IP address "
+                f"of this host ({e})"
+            ) from e
+        family, _, _, _, address = infos[0]
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            # As http.server does: a restart can bind again while old connections linger.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind(address)
+            sock.listen(LISTEN_BACKLOG)
+        except OSError as e:
+            sock.close()
+            self.bind_error = (
+                f"cannot bind the metrics endpoint to {self._host()}:{self.port}: "
+                f"{e.strerror or e} (errno {e.errno})"
+            )
+            raise MetricsBindError(e.errno, self.bind_error) from e
+        self.bind_error = None
+        self._listener, self._tls = sock, tls
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        if self.tls_cert_file is None or self.tls_key_file is None:
+            return None
+        try:
             tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
             tls.load_cert_chain(self.tls_cert_file, self.tls_key_file)
-        family = socket.getaddrinfo(
-            self.listen_address, self.port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )[0][0]
-        server = MetricsServer((self.listen_address, self.port), family, self.exposition, tls)
-        server.socket.setblocking(False)
-        server.timeout = 0
+        except OSError as e:  # ssl.SSLError included
+            raise MetricsConfigError(
+                f"metrics.tls_cert_file/tls_key_file: cannot load {self.tls_cert_file}, "
+                f"{self.tls_key_file}: {e}"
+            ) from e
+        return tls
+
+    def serve(self) -> None:
+        """Answer on the bound socket from a daemon thread (no-op when not bound or serving)."""
+        if self._listener is None or self._server is not None:
+            return
+        server = MetricsServer(
+            self._listener, self._handle, self._tls, self.limits, self.rejections
+        )
         wakeup = socket.socketpair()
         thread = threading.Thread(
-            target=serve, args=(server, wakeup[0]), name="hwpoisond-metrics", daemon=True
+            target=server.serve, args=(wakeup[0],), name="hwpoisond-metrics", daemon=True
         )
         thread.start()
         self._server, self._thread, self._wakeup = server, thread, wakeup
 
+    def retry_bind(self) -> bool:
+        """Try again to bind and serve after a MetricsBindError; True once the endpoint is up.
+        Never raises: a failure only updates `bind_error`."""
+        if self.port is None:
+            return False
+        if self._server is not None:
+            return True
+        try:
+            self.bind()
+        except MetricsBindError:
+            return False
+        except MetricsConfigError as e:  # e.g. the TLS files went away since the first bind
+            self.bind_error = str(e)
+            return False
+        self.serve()
+        log.warning("metrics endpoint bound at last: serving %s", self.url)
+        return True
+
+    def _handle(self, request: Request) -> Response:
+        if request.method not in ("GET", "HEAD"):
+            return plain_response(HTTPStatus.NOT_IMPLEMENTED)
+        send_body = request.method == "GET"
+        if request.path == "/metrics":
+            fmt = choose_format(request.headers.get("accept", ""))
+            gzipped = accepts_gzip(request.headers.get("accept-encoding", ""))
+            headers = [("Content-Type", CONTENT_TYPES[fmt])]
+            if gzipped:
+                headers.append(("Content-Encoding", "gzip"))
+            headers.append(("Vary", "Accept, Accept-Encoding"))
+            return Response(HTTPStatus.OK, tuple(headers), self.exposition(fmt, gzipped), send_body)
+        if request.path == "/":
+            headers = [("Content-Type", "text/html; charset=utf-8")]
+            return Response(HTTPStatus.OK, tuple(headers), _LANDING_PAGE, send_body)
+        return replace(plain_response(HTTPStatus.NOT_FOUND), send_body=send_body)
+
     def publish(self, snapshot: MetricsSnapshot) -> None:
         """Make `snapshot` what scrapes see (the next scrape renders it); in textfile mode, also
-        write it out."""
+        write it out. With an HTTP endpoint configured, the snapshot is stamped with its health
+        (listening or not, connections refused) as of now."""
+        if self.port is not None:
+            health = EndpointHealth(
+                up=self.endpoint_up,
+                connections_rejected=tuple(sorted(self.rejections.counts().items())),
+            )
+            snapshot = replace(snapshot, endpoint=health)
         self._snapshot = snapshot
         if self.textfile_dir is not None:
             self.write_textfile()
@@ -177,14 +311,16 @@ class Exporter:
 
     def stop(self) -> None:
         """Stop serving and release the port at once (no poll interval to wait out)."""
-        server, thread, wakeup = self._server, self._thread, self._wakeup
-        self._server = self._thread = self._wakeup = None
+        server, thread, wakeup, listener = self._server, self._thread, self._wakeup, self._listener
+        self._server = self._thread = self._wakeup = self._listener = None
         if wakeup is not None:
             wakeup[1].send(b"\0")
         if thread is not None:
             thread.join(timeout=5.0)
         if server is not None:
-            server.server_close()
+            server.close()
+        elif listener is not None:
+            listener.close()
         if wakeup is not None:
             for end in wakeup:
                 end.close()

@@ -30,6 +30,7 @@ from hwpoisond.metrics.snapshot import (
     Budget,
     DimmErrors,
     DimmHealth,
+    EndpointHealth,
     LatencyHistogram,
     MetricsSnapshot,
     OfflineActions,
@@ -196,6 +197,24 @@ def _latency_families(latency: LatencyHistogram) -> Iterator[Family]:
     )
 
 
+def _endpoint_families(endpoint: EndpointHealth | None) -> Iterator[Family]:
+    if endpoint is None:
+        return
+    yield scalar(
+        "metrics_endpoint_up",
+        "1 while the metrics HTTP endpoint listens; 0 while its address cannot be bound (the "
+        "daemon runs on without it and retries).",
+        1.0 if endpoint.up else 0.0,
+    )
+    yield counter(
+        "metrics_connections_rejected",
+        "Connections to the metrics endpoint refused or cut, by reason (too many at once, file "
+        "descriptors reserved for the daemon, deadline, oversized headers, bad request, TLS).",
+        ("reason",),
+        (((reason,), count) for reason, count in endpoint.connections_rejected),
+    )
+
+
 #: A part of the exposition: a pure function of the snapshot fields passed to it, so the same
 #: inputs always give the same families (and the same text: see `PartRenderer`).
 Part = tuple[Callable[..., Iterator[Family]], tuple[object, ...]]
@@ -227,6 +246,7 @@ def snapshot_parts(snap: MetricsSnapshot) -> tuple[Part, ...]:
         (settings_families, (snap.kernel_settings,)),
         (_daemon_families, (snap.database_corruption_recoveries, snap.dimm_fingerprint_changes)),
         (_latency_families, (snap.latency,)),
+        (_endpoint_families, (snap.endpoint,)),
     )
 
 

@@ -224,6 +224,16 @@ class LatencyHistogram:
 
 
 @dataclass(frozen=True, slots=True)
+class EndpointHealth:
+    """The metrics HTTP endpoint itself: whether it listens (it may not, when its port is taken:
+    the daemon then runs without it and keeps retrying), and the connections it refused or cut,
+    by reason (see `hwpoisond.metrics.server.REJECT_REASONS`)."""
+
+    up: bool
+    connections_rejected: tuple[tuple[str, int], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class MetricsSnapshot:
     """Everything a scrape shows, as of `published_at_seconds` (wall clock). Optional parts that
     could not be read are None and their metrics are left out rather than shown as 0."""
@@ -247,6 +257,8 @@ class MetricsSnapshot:
     database_corruption_recoveries: int = 0
     dimm_fingerprint_changes: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: Stamped by the exporter at publish when an HTTP endpoint is configured; None otherwise.
+    endpoint: EndpointHealth | None = None
 
 
 # -- converters from the sources' records ---------------------------------------------------------

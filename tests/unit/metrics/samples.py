@@ -19,6 +19,7 @@ from hwpoisond.metrics import (
     EdacCsrowCounts,
     EdacDimmCounts,
     EdacMcCounts,
+    EndpointHealth,
     KernelRecoveries,
     KernelSettings,
     LatencyHistogram,
@@ -143,6 +144,9 @@ def populated_snapshot() -> MetricsSnapshot:
         database_corruption_recoveries=1,
         dimm_fingerprint_changes=2,
         latency=latency,
+        endpoint=EndpointHealth(
+            up=True, connections_rejected=(("deadline", 3), ("too_many_connections", 5))
+        ),
     )
 
 
