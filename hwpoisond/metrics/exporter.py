@@ -54,9 +54,10 @@ _LANDING_PAGE = (
 log = logging.getLogger("hwpoisond")
 
 
-class MetricsConfigError(ValueError):
+class MetricsConfigError(OSError):
     """The endpoint cannot work with this configuration (an address that is not an address,
-    unusable TLS files): retrying will not help."""
+    unusable TLS files): retrying will not help. An OSError, so that `hwpoisond run` reports it
+    in one line."""
 
 
 class MetricsBindError(OSError):
