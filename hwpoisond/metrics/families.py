@@ -70,14 +70,16 @@ def _error_families(
 ) -> Iterator[Family]:
     yield counter(
         "memory_errors",
-        "Memory errors seen, by the kernel interface that reported them and severity.",
-        ("source", "severity"),
+        "Memory errors seen, by the kernel interface that reported them and error severity.",
+        # Not `severity`: Alertmanager routes on that label, and an alert built on these series
+        # would carry the error's severity ("corrected") where the alert's belongs.
+        ("source", "error_severity"),
         (((label(e.source), label(e.severity)), e.count) for e in errors_by_source),
     )
     yield counter(
         "dimm_memory_errors",
         "Memory errors seen, by memory controller and DIMM label.",
-        ("mc", "dimm", "severity"),
+        ("mc", "dimm", "error_severity"),
         (((label(e.mc), label(e.dimm), label(e.severity)), e.count) for e in errors_by_dimm),
     )
 
