@@ -478,6 +478,7 @@ class Daemon:
             parse_failures={s.name: _parse_failures(s) for s in self.event_sources},
             edac=self.edac,
             memstate=self.memstate,
+            events_held=self.pipeline.held_events,
         )
         if self.exporter is not None:
             try:

@@ -36,6 +36,7 @@ from hwpoisond.metrics.snapshot import (
     OfflineActions,
     SourceErrors,
     SourceHealth,
+    UnparsedLines,
 )
 
 
@@ -199,6 +200,50 @@ def _latency_families(latency: LatencyHistogram) -> Iterator[Family]:
     )
 
 
+def _store_families(
+    store_write_failures: int, events_unstored: int, events_unstored_dropped: int
+) -> Iterator[Family]:
+    yield scalar_counter(
+        "store_write_failures",
+        "Writes to the state database that failed (disk full, read-only database); the events "
+        "are held in memory and written once it works again.",
+        store_write_failures,
+    )
+    yield scalar(
+        "events_unstored",
+        "Events held in memory now because the state database does not write.",
+        events_unstored,
+    )
+    yield scalar_counter(
+        "events_unstored_dropped",
+        "Events given up unstored after the database failed too long (their counts and "
+        "offlines were kept).",
+        events_unstored_dropped,
+    )
+
+
+def _policy_families(untracked: int, not_offlinable: int) -> Iterator[Family]:
+    yield scalar_counter(
+        "policy_untracked_events",
+        "Events the policy could not track because its state is full (counted, not decided).",
+        untracked,
+    )
+    yield scalar_counter(
+        "policy_not_offlinable_events",
+        "Events on a page that can never be offlined (pfn 0, outside the memory map).",
+        not_offlinable,
+    )
+
+
+def _parse_families(unparsed: tuple[UnparsedLines, ...]) -> Iterator[Family]:
+    yield counter(
+        "parse_candidate_lines_unparsed",
+        "Lines that looked like an error report of this kind but did not parse, by event source.",
+        ("source",),
+        (((label(u.source),), u.count) for u in unparsed),
+    )
+
+
 def _endpoint_families(endpoint: EndpointHealth | None) -> Iterator[Family]:
     if endpoint is None:
         return
@@ -248,6 +293,12 @@ def snapshot_parts(snap: MetricsSnapshot) -> tuple[Part, ...]:
         (settings_families, (snap.kernel_settings,)),
         (_daemon_families, (snap.database_corruption_recoveries, snap.dimm_fingerprint_changes)),
         (_latency_families, (snap.latency,)),
+        (
+            _store_families,
+            (snap.store_write_failures, snap.events_unstored, snap.events_unstored_dropped),
+        ),
+        (_policy_families, (snap.policy_untracked_events, snap.policy_not_offlinable_events)),
+        (_parse_families, (snap.unparsed_candidate_lines,)),
         (_endpoint_families, (snap.endpoint,)),
     )
 

@@ -224,6 +224,15 @@ class LatencyHistogram:
 
 
 @dataclass(frozen=True, slots=True)
+class UnparsedLines:
+    """Lines from one event source (`mc_event`, `kmsg_edac`, …) that looked like an error report
+    (a candidate: the hint matched) but did not parse."""
+
+    source: str
+    count: int
+
+
+@dataclass(frozen=True, slots=True)
 class EndpointHealth:
     """The metrics HTTP endpoint itself: whether it listens (it may not, when its port is taken:
     the daemon then runs without it and keeps retrying), and the connections it refused or cut,
@@ -257,6 +266,17 @@ class MetricsSnapshot:
     database_corruption_recoveries: int = 0
     dimm_fingerprint_changes: int = 0
     latency: LatencyHistogram = field(default_factory=LatencyHistogram)
+    #: Store writes that failed (disk full, read-only database); the batch was held in memory.
+    store_write_failures: int = 0
+    #: Events held in memory now because the store cannot write them (a gauge).
+    events_unstored: int = 0
+    #: Events given up unstored after too long (their counts and offlines were kept).
+    events_unstored_dropped: int = 0
+    #: Events the policy could not track (its state is bounded) and events on a page that can
+    #: never be offlined (pfn 0, outside the machine's memory map): counted, never decided.
+    policy_untracked_events: int = 0
+    policy_not_offlinable_events: int = 0
+    unparsed_candidate_lines: tuple[UnparsedLines, ...] = ()
     #: Stamped by the exporter at publish when an HTTP endpoint is configured; None otherwise.
     endpoint: EndpointHealth | None = None
 

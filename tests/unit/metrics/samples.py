@@ -28,6 +28,7 @@ from hwpoisond.metrics import (
     OfflineActions,
     SourceErrors,
     SourceHealth,
+    UnparsedLines,
 )
 
 MIB = 1024**2
@@ -144,6 +145,12 @@ def populated_snapshot() -> MetricsSnapshot:
         database_corruption_recoveries=1,
         dimm_fingerprint_changes=2,
         latency=latency,
+        store_write_failures=4,
+        events_unstored=120,
+        events_unstored_dropped=6,
+        policy_untracked_events=9,
+        policy_not_offlinable_events=2,
+        unparsed_candidate_lines=(UnparsedLines("mc_event", 3), UnparsedLines("kmsg_edac", 1)),
         endpoint=EndpointHealth(
             up=True, connections_rejected=(("deadline", 3), ("too_many_connections", 5))
         ),
