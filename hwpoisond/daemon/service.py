@@ -357,6 +357,8 @@ class Daemon:
         if self.exporter.url:
             log.info("metrics on %s", self.exporter.url)
 
+    # -- the step ---------------------------------------------------------------------------------
+
     def _on_readable(self, source: EventSource) -> None:
         assert self.pipeline is not None
         received_mono = time.monotonic()
