@@ -7,12 +7,14 @@ tracked pages, 4 NUMA nodes and a filled latency histogram; publishes it to a re
 new connection each time, as Prometheus' scraper does per scrape):
 
 - `http`: repeated scrapes of one published snapshot (served from the exporter's cache);
-- `http_gzip`: the same with `Accept-Encoding: gzip`, as Prometheus sends it;
+- `http_gzip`: the same with `Accept-Encoding: gzip`;
+- `http_prometheus`: the same with the Accept and Accept-Encoding headers Prometheus 2.x sends
+  (OpenMetrics first, gzip), so the body is OpenMetrics, gzipped;
 - `http_republished`: a new snapshot (new records, equal values) published before every scrape
   with only its timestamp changed (the daemon's periodic poll), so every scrape renders,
   reusing the unchanged parts;
 - `render_full`: rendering the whole exposition in-process with nothing reused (the first scrape
-  after a publish that changed every part);
+  after a publish that changed every part), text format; `render_full_openmetrics` likewise;
 
 plus the median process CPU per scrape (client and server: wall time on a shared machine also
 counts waiting for a CPU), `stop_ms` (Exporter.stop() after the runs), the series count, the
@@ -52,6 +54,7 @@ from hwpoisond.metrics import (
     SourceHealth,
     render_snapshot,
 )
+from hwpoisond.metrics.exposition import OPENMETRICS
 
 SOURCES = (
     "mc_event",
@@ -65,6 +68,12 @@ SOURCES = (
     "kmsg_cec",
 )
 SEVERITIES = ("corrected", "uncorrected", "deferred", "fatal")
+#: What Prometheus 2.x asks for (scrape_protocols' default order).
+PROMETHEUS_HEADERS = {
+    "Accept": "application/openmetrics-text;version=1.0.0;q=0.5,"
+    "application/openmetrics-text;version=0.0.1;q=0.4,text/plain;version=0.0.4;q=0.3,*/*;q=0.2",
+    "Accept-Encoding": "gzip",
+}
 DIMMS_PER_MC = 8
 MIB = 1024 * 1024
 
@@ -192,6 +201,7 @@ def main(argv: list[str]) -> int:
         plain = timed(args.runs, lambda: scrape(url, {})[0])
         gzipped = timed(args.runs, lambda: scrape(url, {"Accept-Encoding": "gzip"})[0])
         gzip_bytes = len(scrape(url, {"Accept-Encoding": "gzip"})[1])
+        prometheus = timed(args.runs, lambda: scrape(url, PROMETHEUS_HEADERS)[0])
 
         # Deep copies, as the daemon's tally builds new records for every publish: the unchanged
         # parts are then equal, not identical, to the last render's inputs. Made before timing:
@@ -216,6 +226,13 @@ def main(argv: list[str]) -> int:
             return (time.perf_counter() - start) * 1000
 
         full = timed(args.runs, full_render)
+
+        def full_render_openmetrics() -> float:
+            start = time.perf_counter()
+            render_snapshot(snapshot, OPENMETRICS)
+            return (time.perf_counter() - start) * 1000
+
+        full_om = timed(args.runs, full_render_openmetrics)
     finally:
         start = time.perf_counter()
         exporter.stop()
@@ -235,11 +252,14 @@ def main(argv: list[str]) -> int:
         "http_process_cpu_median_ms": plain["cpu_median_ms"],
         "http_gzip_median_ms": gzipped["median_ms"],
         "http_gzip_p95_ms": gzipped["p95_ms"],
+        "http_prometheus_median_ms": prometheus["median_ms"],
+        "http_prometheus_p95_ms": prometheus["p95_ms"],
         "http_republished_median_ms": fresh["median_ms"],
         "http_republished_p95_ms": fresh["p95_ms"],
         "http_republished_process_cpu_median_ms": fresh["cpu_median_ms"],
         "render_full_median_ms": full["median_ms"],
         "render_full_p95_ms": full["p95_ms"],
+        "render_full_openmetrics_median_ms": full_om["median_ms"],
         "stop_ms": round(stop_ms, 3),
         "load_1min_before": round(load_before, 2),
         "load_1min_after": round(os.getloadavg()[0], 2),

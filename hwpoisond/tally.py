@@ -65,7 +65,9 @@ class Tally:
         parse_failures: dict[str, int],
         edac: EdacSnapshot | None,
         memstate: MemoryState | None,
+        events_held: int = 0,
     ) -> metrics.MetricsSnapshot:
+        """`events_held`: events the pipeline holds in memory while the store cannot write."""
         budget = core_state.budget_status(policy_state, params)
         escalated = {(d.mc, d.label) for d in core_state.escalations(policy_state)}
         dimms = tuple(
@@ -130,6 +132,9 @@ class Tally:
             database_corruption_recoveries=self.database_recoveries,
             dimm_fingerprint_changes=self.fingerprint_changes,
             latency=self.latency,
+            store_write_failures=self.store_write_failures,
+            events_unstored=events_held,
+            events_unstored_dropped=self.events_unstored,
         )
 
 

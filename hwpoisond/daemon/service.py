@@ -34,6 +34,7 @@ from hwpoisond.daemon.pipeline import JOURNALD_CURSOR, Pipeline
 from hwpoisond.daemon.startup import seed_deduper, start_up
 from hwpoisond.kernelfs import KernelFS
 from hwpoisond.metrics import Exporter
+from hwpoisond.metrics.exporter import MetricsBindError
 from hwpoisond.notify import Notifier
 from hwpoisond.sources.base import EventSource, SourceStatus
 from hwpoisond.sources.edac import EdacSnapshot, EdacSource
@@ -105,6 +106,7 @@ class Daemon:
             self.signals.install()
         self.loop.register(self.signals.read_fd, "signals", self._on_signal)
         _ensure_state_dir(self.state_dir)
+        self._bind_metrics()
         self._open_store()
         crash_point("startup.store_opened")
         self._sample_counters()
@@ -129,6 +131,8 @@ class Daemon:
         budget = core_state.budget_status(policy, self.params)
         retired = len(core_state.retired_pages(policy))
         listening = f", metrics {self.exporter.url}" if self.exporter and self.exporter.url else ""
+        if self.exporter is not None and self.exporter.bind_error is not None:
+            listening = f"; METRICS ENDPOINT DOWN ({self.exporter.bind_error})"
         degraded = ""
         if self.pipeline is not None and self.pipeline.store_error is not None:
             degraded = f"; DATABASE NOT WRITING ({self.pipeline.held_events} events held)"
@@ -328,11 +332,28 @@ class Daemon:
                 if status.available and not was.available:
                     self._open_source(source)
 
-    def _start_metrics(self) -> None:
+    def _bind_metrics(self) -> None:
+        """Take the metrics port before the slow start-up work (store, reconciliation), and
+        never fail start-up for it: retiring pages matters more than metrics. A port that cannot
+        be bound is said once, loudly; housekeeping retries. A config error (an address that is
+        not one, unusable TLS files) still raises."""
         if not self.cfg.metrics.enabled and not self.cfg.metrics.textfile_dir:
             return
         self.exporter = Exporter.from_config(self.cfg.metrics)
-        self.exporter.start()
+        try:
+            self.exporter.bind()
+        except MetricsBindError as e:
+            log.warning(
+                "%s; running WITHOUT the metrics endpoint (hwpoisond_metrics_endpoint_up 0), "
+                "retrying every %g s",
+                e.strerror,
+                self.cfg.daemon.housekeeping_interval,
+            )
+
+    def _start_metrics(self) -> None:
+        if self.exporter is None:
+            return
+        self.exporter.serve()
         if self.exporter.url:
             log.info("metrics on %s", self.exporter.url)
 
@@ -405,6 +426,8 @@ class Daemon:
 
     def _housekeeping(self) -> None:
         assert self.store is not None and self.pipeline is not None
+        if self.exporter is not None and self.exporter.bind_error is not None:
+            self.exporter.retry_bind()  # logs once it succeeds
         now = self.wall_clock()
         self.pipeline.expire(now)  # also writes what a store failure held back
         self._checkpoint(now=now, force=True)
@@ -457,6 +480,7 @@ class Daemon:
             parse_failures={s.name: _parse_failures(s) for s in self.event_sources},
             edac=self.edac,
             memstate=self.memstate,
+            events_held=self.pipeline.held_events,
         )
         if self.exporter is not None:
             try:
@@ -512,6 +536,7 @@ class Daemon:
                     "held_events": p.held_events,
                     "events_unstored": self.tally.events_unstored,
                     "unverifiable_intents": self._unverifiable,
+                    "metrics_endpoint_error": self.exporter.bind_error if self.exporter else None,
                 },
             )
         except sqlite3.Error as e:

@@ -170,7 +170,7 @@ def test_two_sources_do_not_double_count(boots: Boots) -> None:
     assert facts["source_up"].get("journald") == 1
     by_severity: dict[str, float] = {}
     for labels, count in facts["memory_errors"].items():
-        severity = json.loads(labels)["severity"]
+        severity = json.loads(labels)["error_severity"]
         by_severity[severity] = by_severity.get(severity, 0) + count
     assert by_severity == {"corrected": 1}
     assert facts["kernel_uncorrected"] == 1

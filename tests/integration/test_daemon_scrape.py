@@ -62,7 +62,7 @@ def test_events_through_the_fifo_show_in_metrics_and_status(tmp_path: Path) -> N
         deadline = time.monotonic() + 20
         metrics = _scrape(url)
         while time.monotonic() < deadline and (
-            _value(metrics, "hwpoisond_memory_errors_total", severity="corrected") < 3
+            _value(metrics, "hwpoisond_memory_errors_total", error_severity="corrected") < 3
             or _value(metrics, "hwpoisond_offline_actions_total") < 2
             or _value(metrics, "hwpoisond_edac_corrected_errors_total") < 3
         ):

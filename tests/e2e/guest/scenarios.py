@@ -320,7 +320,9 @@ def first_boot() -> None:
         wait_for(
             "3 corrected errors in /metrics",
             lambda: (
-                metric_sum(main.metrics(), "hwpoisond_memory_errors_total", severity="corrected")
+                metric_sum(
+                    main.metrics(), "hwpoisond_memory_errors_total", error_severity="corrected"
+                )
                 >= 3
             ),
             PATIENCE_SECONDS,
@@ -329,7 +331,9 @@ def first_boot() -> None:
         m = main.metrics()
         f["retired_pages_metric"] = metric_sum(m, "hwpoisond_retired_pages")
         f["offline_ok_metric"] = metric_sum(m, "hwpoisond_offline_actions_total", result="offlined")
-        f["corrected_metric"] = metric_sum(m, "hwpoisond_memory_errors_total", severity="corrected")
+        f["corrected_metric"] = metric_sum(
+            m, "hwpoisond_memory_errors_total", error_severity="corrected"
+        )
 
     with scenario("corrupt_pfn") as f:
         pages["corrupt"], f["poison_attempts"] = poison_free_page(set(pages.values()))
@@ -354,7 +358,9 @@ def first_boot() -> None:
         wait_for(
             "4 corrected errors in /metrics",
             lambda: (
-                metric_sum(main.metrics(), "hwpoisond_memory_errors_total", severity="corrected")
+                metric_sum(
+                    main.metrics(), "hwpoisond_memory_errors_total", error_severity="corrected"
+                )
                 >= 4
             ),
             PATIENCE_SECONDS,
@@ -424,7 +430,9 @@ max_offlines_per_hour = 64
         wait_for(
             "10 corrected errors in /metrics",
             lambda: (
-                metric_sum(budget.metrics(), "hwpoisond_memory_errors_total", severity="corrected")
+                metric_sum(
+                    budget.metrics(), "hwpoisond_memory_errors_total", error_severity="corrected"
+                )
                 >= 10
             ),
             PATIENCE_SECONDS,

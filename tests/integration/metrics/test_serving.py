@@ -18,7 +18,12 @@ import pytest
 
 from hwpoisond.metrics import DimmErrors, Exporter, MetricsSnapshot, PartRenderer
 from tests.integration.metrics.helpers import get
-from tests.unit.metrics.samples import populated_snapshot, samples_of, value
+from tests.unit.metrics.samples import (
+    openmetrics_samples_of,
+    populated_snapshot,
+    samples_of,
+    value,
+)
 
 
 @pytest.fixture
@@ -174,7 +179,7 @@ def test_gzip_is_the_same_exposition(exporter: Exporter) -> None:
     )
     assert status == 200
     assert headers["content-encoding"] == "gzip"
-    assert headers["vary"] == "Accept-Encoding"
+    assert headers["vary"] == "Accept, Accept-Encoding"
     assert int(headers["content-length"]) == len(body) < len(plain)
     assert gzip.decompress(body) == plain
     # q=0 means "not gzip".
@@ -264,3 +269,29 @@ def test_a_silent_tls_client_does_not_hold_up_other_scrapes(
             assert time.monotonic() - start < 2.0
     finally:
         e.stop()
+
+
+def test_openmetrics_is_offered_on_request(exporter: Exporter) -> None:
+    _, _, text = request(exporter, "GET", "/metrics")
+    # What Prometheus 2.x sends: OpenMetrics first, the text format as the fallback.
+    accept = (
+        "application/openmetrics-text;version=1.0.0;q=0.5,"
+        "application/openmetrics-text;version=0.0.1;q=0.4,"
+        "text/plain;version=0.0.4;q=0.3,*/*;q=0.2"
+    )
+    status, headers, body = request(exporter, "GET", "/metrics", {"Accept": accept})
+    assert status == 200
+    assert headers["content-type"] == "application/openmetrics-text; version=1.0.0; charset=utf-8"
+    assert body.endswith(b"# EOF\n") and body != text
+    assert openmetrics_samples_of(body.decode()) == samples_of(text.decode())
+    _, gz_headers, gz = request(
+        exporter, "GET", "/metrics", {"Accept": accept, "Accept-Encoding": "gzip"}
+    )
+    assert gz_headers["content-encoding"] == "gzip" and gzip.decompress(gz) == body
+    # Text preferred, or OpenMetrics refused: the text format, byte for byte.
+    for refused in (
+        "text/plain;q=1,application/openmetrics-text;q=0.5",
+        "application/openmetrics-text;q=0",
+    ):
+        _, h, b = request(exporter, "GET", "/metrics", {"Accept": refused})
+        assert h["content-type"] == "text/plain; version=0.0.4; charset=utf-8" and b == text

@@ -98,7 +98,7 @@ def test_single_cell_page_is_retired_once_and_verified(tmp_path: Path) -> None:
     assert _written_pfns(r) == [pfn], "the later errors must not offline it again"
     metrics = _metrics(r)
     assert _sum(metrics, "hwpoisond_offline_actions_total", result="offlined") == 1
-    assert _sum(metrics, "hwpoisond_memory_errors_total", severity="corrected") == 4
+    assert _sum(metrics, "hwpoisond_memory_errors_total", error_severity="corrected") == 4
     assert _sum(metrics, "hwpoisond_hardware_corrupted_bytes") == 4096
 
 
@@ -131,7 +131,7 @@ def test_controller_storm_escalates_and_retires_nothing_much(tmp_path: Path) -> 
     assert r["escalations"], "a storm without page locality must be escalated"
     assert all("MC#1" in reason or "mc1" in reason for reason in r["escalations"])
     assert len(r["pages_retired"]) <= 8
-    assert _sum(_metrics(r), "hwpoisond_memory_errors_total", severity="corrected") == 6000
+    assert _sum(_metrics(r), "hwpoisond_memory_errors_total", error_severity="corrected") == 6000
 
 
 def test_ce_then_ue_records_the_ue_and_never_touches_the_kernels_page(tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ def test_ce_then_ue_records_the_ue_and_never_touches_the_kernels_page(tmp_path: 
     assert weak not in _written_pfns(r)
     assert r["uncorrected"] == 1
     metrics = _metrics(r)
-    assert _sum(metrics, "hwpoisond_memory_errors_total", severity="uncorrected") == 1
+    assert _sum(metrics, "hwpoisond_memory_errors_total", error_severity="uncorrected") == 1
     assert _sum(metrics, "hwpoisond_kernel_uncorrected_errors_total", result="recovered") == 1
 
 

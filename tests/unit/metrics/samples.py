@@ -3,6 +3,12 @@ parser that turns an exposition into {(name, labels): value}, refusing duplicate
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable
+
+from prometheus_client.metrics_core import Metric
+from prometheus_client.openmetrics.parser import (
+    text_string_to_metric_families as openmetrics_text_to_families,
+)
 from prometheus_client.parser import text_string_to_metric_families
 
 from hwpoisond.metrics import (
@@ -13,6 +19,7 @@ from hwpoisond.metrics import (
     EdacCsrowCounts,
     EdacDimmCounts,
     EdacMcCounts,
+    EndpointHealth,
     KernelRecoveries,
     KernelSettings,
     LatencyHistogram,
@@ -21,6 +28,7 @@ from hwpoisond.metrics import (
     OfflineActions,
     SourceErrors,
     SourceHealth,
+    UnparsedLines,
 )
 
 MIB = 1024**2
@@ -137,6 +145,15 @@ def populated_snapshot() -> MetricsSnapshot:
         database_corruption_recoveries=1,
         dimm_fingerprint_changes=2,
         latency=latency,
+        store_write_failures=4,
+        events_unstored=120,
+        events_unstored_dropped=6,
+        policy_untracked_events=9,
+        policy_not_offlinable_events=2,
+        unparsed_candidate_lines=(UnparsedLines("mc_event", 3), UnparsedLines("kmsg_edac", 1)),
+        endpoint=EndpointHealth(
+            up=True, connections_rejected=(("deadline", 3), ("too_many_connections", 5))
+        ),
     )
 
 
@@ -155,3 +172,16 @@ def samples_of(text: str) -> Samples:
 
 def value(samples: Samples, name: str, **labels: str) -> float:
     return samples[(name, frozenset(labels.items()))]
+
+
+def openmetrics_samples_of(text: str) -> Samples:
+    """Like samples_of, through the strict OpenMetrics parser (a missing `# EOF`, a misnamed
+    sample or a histogram without +Inf raises)."""
+    parse: Callable[[str], Iterable[Metric]] = openmetrics_text_to_families
+    out: Samples = {}
+    for family in parse(text):
+        for s in family.samples:
+            key = (s.name, frozenset(s.labels.items()))
+            assert key not in out, f"duplicate series {key}"
+            out[key] = s.value
+    return out

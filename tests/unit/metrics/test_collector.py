@@ -24,11 +24,19 @@ def scrape(snapshot: MetricsSnapshot) -> Samples:
 
 def test_populated_snapshot_values_and_labels() -> None:
     s = scrape(populated_snapshot())
-    assert value(s, "hwpoisond_memory_errors_total", source="mc_event", severity="corrected") == 41
-    assert value(s, "hwpoisond_memory_errors_total", source="mce_record", severity="deferred") == 2
+    assert (
+        value(s, "hwpoisond_memory_errors_total", source="mc_event", error_severity="corrected")
+        == 41
+    )
+    assert (
+        value(s, "hwpoisond_memory_errors_total", source="mce_record", error_severity="deferred")
+        == 2
+    )
     dimm0 = "CPU_SrcID#0_MC#0_Chan#0_DIMM#0"
     assert (
-        value(s, "hwpoisond_dimm_memory_errors_total", mc="0", dimm=dimm0, severity="corrected")
+        value(
+            s, "hwpoisond_dimm_memory_errors_total", mc="0", dimm=dimm0, error_severity="corrected"
+        )
         == 40
     )
     # Unattributed errors keep a bounded "unknown" label instead of vanishing.
@@ -38,7 +46,7 @@ def test_populated_snapshot_values_and_labels() -> None:
             "hwpoisond_dimm_memory_errors_total",
             mc="unknown",
             dimm="unknown",
-            severity="corrected",
+            error_severity="corrected",
         )
         == 7
     )
@@ -170,9 +178,11 @@ def test_duplicate_label_sets_are_summed_into_one_series() -> None:
         )
     )
     s = scrape(snap)
-    labels = {"mc": "unknown", "dimm": "unknown", "severity": "corrected"}
+    labels = {"mc": "unknown", "dimm": "unknown", "error_severity": "corrected"}
     assert value(s, "hwpoisond_dimm_memory_errors_total", **labels) == 5
-    assert value(s, "hwpoisond_dimm_memory_errors_total", mc="2", dimm="A1", severity="corrected")
+    assert value(
+        s, "hwpoisond_dimm_memory_errors_total", mc="2", dimm="A1", error_severity="corrected"
+    )
 
 
 def test_firmware_label_is_truncated_and_escaped() -> None:
