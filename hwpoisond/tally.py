@@ -66,6 +66,7 @@ class Tally:
         edac: EdacSnapshot | None,
         memstate: MemoryState | None,
         events_held: int = 0,
+        deduplicated: dict[str, int] | None = None,
     ) -> metrics.MetricsSnapshot:
         """`events_held`: events the pipeline holds in memory while the store cannot write."""
         budget = core_state.budget_status(policy_state, params)
@@ -135,6 +136,7 @@ class Tally:
             store_write_failures=self.store_write_failures,
             events_unstored=events_held,
             events_unstored_dropped=self.events_unstored,
+            events_deduplicated=tuple(sorted((deduplicated or {}).items())),
         )
 
 

@@ -317,8 +317,14 @@ class Daemon:
         )
         if status.available:
             # Events already waiting (journal backfill, a trace buffer filled while we were
-            # down) are read now rather than at the next wake-up.
-            self._on_readable(source)
+            # down) are read at the loop's first turn, after READY, rather than at the next
+            # wake-up: a long backfill must not hold READY past systemd's start timeout.
+            self._drain_soon(source)
+
+    def _drain_soon(self, source: EventSource) -> None:
+        name = f"drain:{source.name}"
+        if name not in self.loop.timers:
+            self.loop.timers.once(name, 0.0, functools.partial(self._on_readable, source))
 
     def _reopen_sources(self) -> None:
         for source in self.event_sources:
@@ -381,6 +387,10 @@ class Daemon:
         cursor = getattr(source, "cursor", None)
         if events or isinstance(cursor, str):
             self.step(events, cursor if isinstance(cursor, str) else None, received_mono)
+        if getattr(source, "more_pending", False):
+            # A bounded read (journal backfill) left entries waiting that will not wake the fd:
+            # come back at the next loop turn, after signals and the other sources.
+            self._drain_soon(source)
 
     @staticmethod
     def _read(source: EventSource) -> list[Event]:
@@ -481,6 +491,7 @@ class Daemon:
             edac=self.edac,
             memstate=self.memstate,
             events_held=self.pipeline.held_events,
+            deduplicated=self.pipeline.deduper.duplicates,
         )
         if self.exporter is not None:
             try:

@@ -244,6 +244,16 @@ def _parse_families(unparsed: tuple[UnparsedLines, ...]) -> Iterator[Family]:
     )
 
 
+def _dedupe_families(deduplicated: tuple[tuple[str, int], ...]) -> Iterator[Family]:
+    yield counter(
+        "events_deduplicated",
+        "Copies of one kernel error read through a second interface (trace event and kernel "
+        "log line) and dropped as duplicates, by event family.",
+        ("family",),
+        (((label(family),), n) for family, n in deduplicated),
+    )
+
+
 def _endpoint_families(endpoint: EndpointHealth | None) -> Iterator[Family]:
     if endpoint is None:
         return
@@ -299,6 +309,7 @@ def snapshot_parts(snap: MetricsSnapshot) -> tuple[Part, ...]:
         ),
         (_policy_families, (snap.policy_untracked_events, snap.policy_not_offlinable_events)),
         (_parse_families, (snap.unparsed_candidate_lines,)),
+        (_dedupe_families, (snap.events_deduplicated,)),
         (_endpoint_families, (snap.endpoint,)),
     )
 

@@ -277,6 +277,9 @@ class MetricsSnapshot:
     policy_untracked_events: int = 0
     policy_not_offlinable_events: int = 0
     unparsed_candidate_lines: tuple[UnparsedLines, ...] = ()
+    #: Copies of one kernel error read through a second interface and dropped as duplicates
+    #: (sources/dedupe.py), as (event family, count): dropped on purpose, still counted.
+    events_deduplicated: tuple[tuple[str, int], ...] = ()
     #: Stamped by the exporter at publish when an HTTP endpoint is configured; None otherwise.
     endpoint: EndpointHealth | None = None
 

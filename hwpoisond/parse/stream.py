@@ -151,6 +151,11 @@ class LineParser:
             self._lineno = lineno
             self._feed_one(text[start:] if end < 0 else text[start:end], out)
 
+    def record_open(self) -> bool:
+        """True while a multi-line machine-check record is being assembled: stopping to read
+        here would split it."""
+        return self._mce is not None
+
     def flush(self) -> list[Event]:
         """End of input: emit a machine-check record still being assembled."""
         out: list[Event] = []

@@ -63,6 +63,10 @@ class LineParserLike(Protocol):
 
     def flush(self) -> list[Event]: ...
 
+    def record_open(self) -> bool:
+        """True while a multi-line record is half read."""
+        ...
+
     def malformed_lines(self) -> int:
         """Lines that looked like a known format and did not parse, so far."""
         ...

@@ -37,6 +37,14 @@ BOOT_ID_PATH = "proc/sys/kernel/random/boot_id"
 #: journald reads /dev/kmsg some time after the kernel printed; at boot it ingests the whole ring
 #: buffer seconds late. A correction larger than this is not believed.
 MAX_INGEST_LAG_SECONDS = 24 * 3600.0
+#: Entries read per `read_events()` call. A first start backfills the whole boot (hundreds of
+#: thousands of entries on a long-running host): read in one go, that was one transaction of
+#: 25 s and 500 MiB before READY (issue 19). Bounded, each call is one modest batch and the
+#: daemon comes back for more (`more_pending`) between its other work.
+MAX_ENTRIES_PER_READ = 2000
+#: A machine-check record is never split across calls; past this many extra entries a record
+#: that is still open is a broken one and is flushed as it stands.
+MAX_EXTRA_ENTRIES_FOR_RECORD = 256
 #: How many recent lines keep their entry time, so an event that started a few lines back (a
 #: multi-line machine-check record) gets the time of its first line.
 LINE_TIMES_KEPT = 256
@@ -109,6 +117,9 @@ class JournaldSource:
         self._line_times: dict[int, float | None] = {}
         self._first_entry: dict[str, Any] | None = None
         self.entries_read = 0
+        #: The last read stopped at MAX_ENTRIES_PER_READ with entries still waiting: read again
+        #: without waiting for the fd (it will not wake for entries already stored).
+        self.more_pending = False
 
     # -- protocol ---------------------------------------------------------------------------------
 
@@ -128,23 +139,40 @@ class JournaldSource:
         if self._reader is None:
             return []
         events: list[Event] = []
+        self.more_pending = False
+        entries = 0
         try:
             # Acknowledge the wake-up (re-arms the inotify fd, picks up new/rotated files).
             self._reader.process()
             if self._first_entry is not None:
                 entry, self._first_entry = self._first_entry, None
                 events.extend(self._feed_entry(entry))
-            while True:
+                entries += 1
+            while not self._batch_full(entries):
                 entry = self._reader.get_next()
                 if not entry:
                     break
                 events.extend(self._feed_entry(entry))
+                entries += 1
+            else:
+                self.more_pending = True
         except OSError as e:
             self._drop_reader()
             self._status = SourceStatus(self.name, False, f"reading the journal failed: {e}")
-        # Caught up: a record still open has seen every line journald has stored for it.
+            self.more_pending = False
+        # Caught up, or stopped at the bound between records (`_batch_full`): a record still
+        # open has seen every line journald has stored for it, or is broken.
         events.extend(self._timed(self._parser.flush()))
         return events
+
+    def _batch_full(self, entries: int) -> bool:
+        if entries < MAX_ENTRIES_PER_READ:
+            return False
+        # At the bound, but never inside a multi-line record (its cursor would split it).
+        return (
+            not self._parser.record_open()
+            or entries >= MAX_ENTRIES_PER_READ + MAX_EXTRA_ENTRIES_FOR_RECORD
+        )
 
     def parse_failures(self) -> int:
         return self._parser.malformed_lines() + self._lost_malformed

@@ -49,6 +49,9 @@ class PrefixParser:
         self.flushed += 1
         return []
 
+    def record_open(self) -> bool:
+        return False
+
 
 def trace_line(ts: float, payload: str, event: str = "mc_event", pid: int = 0) -> str:
     """A trace_pipe line as the kernel prints it (kernel/trace/trace_output.c: comm-pid, cpu,

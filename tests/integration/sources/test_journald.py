@@ -17,6 +17,7 @@ import pytest
 
 from hwpoisond.core.model import Event
 from hwpoisond.kernelfs import KernelFS
+from hwpoisond.sources import journald
 from hwpoisond.sources.base import FileCursorStore
 from hwpoisond.sources.journald import CURSOR_KEY, JournaldSource
 
@@ -332,3 +333,41 @@ def test_backfill_off_reads_only_new_messages(root: Path) -> None:
     finally:
         src.close()
     assert summary(events) == [("kmsg_memory_failure", 0x3D3FF)]
+
+
+def test_backfill_is_read_in_bounded_batches_without_splitting_a_record(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Issue 19: 300k entries of backfill were one read, one transaction, 25 s before READY.
+    # A bound of 10 entries here; the machine-check record (4 entries) straddles it.
+    monkeypatch.setattr(journald, "MAX_ENTRIES_PER_READ", 10)
+    filler = [f"usb 1-1: new high-speed USB device number {n}" for n in range(30)]
+    j = Journal(root)
+    j.write([*filler[:8], *MCE_LINES, EDAC_LINE, *filler[8:30], MF_LINE])
+    everything = JournaldSource(KernelFS(root))
+    everything.open()
+    monkeypatch.setattr(journald, "MAX_ENTRIES_PER_READ", 10_000)
+    unbounded = everything.read_events()
+    everything.close()
+    monkeypatch.setattr(journald, "MAX_ENTRIES_PER_READ", 10)
+
+    src = JournaldSource(KernelFS(root))
+    src.open()
+    batches: list[list[Event]] = []
+    cursors: list[str | None] = []
+    try:
+        while True:
+            batches.append(src.read_events())
+            cursors.append(src.cursor)
+            if not src.more_pending:
+                break
+            assert len(batches) < 20, "never caught up"
+    finally:
+        src.close()
+    assert len(batches) >= 3  # 35 entries, 10 a read (one read runs on to close the record)
+    assert summary([e for b in batches for e in b]) == summary(unbounded)
+    assert [e.time for b in batches for e in b] == [e.time for e in unbounded]
+    # The record came out whole, in the batch that read its first line.
+    mce = [i for i, b in enumerate(batches) for e in b if e.source == "kmsg_mce"]
+    assert len(mce) == 1
+    assert len(set(cursors)) == len(cursors)  # every batch moved the cursor

@@ -151,6 +151,7 @@ def populated_snapshot() -> MetricsSnapshot:
         policy_untracked_events=9,
         policy_not_offlinable_events=2,
         unparsed_candidate_lines=(UnparsedLines("mc_event", 3), UnparsedLines("kmsg_edac", 1)),
+        events_deduplicated=(("mc_event", 2), ("memory_failure", 1)),
         endpoint=EndpointHealth(
             up=True, connections_rejected=(("deadline", 3), ("too_many_connections", 5))
         ),
