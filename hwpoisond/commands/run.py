@@ -13,6 +13,7 @@ from hwpoisond import exitcodes, logs
 from hwpoisond.commands.common import load_config, state_dir
 from hwpoisond.daemon import Daemon
 from hwpoisond.kernelfs import KernelFS
+from hwpoisond.metrics.exporter import MetricsConfigError
 
 
 def main(args: argparse.Namespace) -> int:
@@ -24,6 +25,10 @@ def main(args: argparse.Namespace) -> int:
     daemon = Daemon(cfg, KernelFS(args.root), state_dir(args, cfg), args.config)
     try:
         return daemon.run()
+    except MetricsConfigError as e:
+        # Raised by the metrics bind, the first thing start() does: nothing else has started.
+        logging.getLogger("hwpoisond").error("hwpoisond: bad [metrics] configuration: %s", e)
+        return exitcodes.CONFIG
     except OSError as e:
         logging.getLogger("hwpoisond").error("hwpoisond: %s", e)
         return exitcodes.FAILURE

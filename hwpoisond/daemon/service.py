@@ -105,8 +105,10 @@ class Daemon:
         if self.install_signals:
             self.signals.install()
         self.loop.register(self.signals.read_fd, "signals", self._on_signal)
-        _ensure_state_dir(self.state_dir)
+        # The metrics port first: a bad [metrics] address or TLS file is a config error (exit
+        # 78) found before anything is touched, and a taken port is known before the slow work.
         self._bind_metrics()
+        _ensure_state_dir(self.state_dir)
         self._open_store()
         crash_point("startup.store_opened")
         self._sample_counters()

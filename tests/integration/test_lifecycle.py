@@ -104,6 +104,22 @@ def test_bad_config_exits_78_and_starts_nothing(tmp_path: Path, fake_root: Path)
             d.wait_for_message("READY=1", timeout=0.2)
 
 
+def test_bad_metrics_address_exits_78_before_the_state_dir_exists(
+    tmp_path: Path, fake_root: Path
+) -> None:
+    # The config model accepts any string; only the bind can tell a host name that does not
+    # resolve. It is still the operator's config, so it is exit 78 and nothing is started.
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text("[metrics]\nlisten_address = 'no such host.invalid'\nport = 9101\n")
+    state = tmp_path / "state"
+    with DaemonProcess(tmp_path, fake_root, state, config=cfg) as d:
+        assert d.proc.wait(20) == 78
+        assert not state.exists(), "nothing may be started on a bad [metrics] section"
+        err = d.stderr()
+        assert "bad [metrics] configuration" in err
+        assert "no such host.invalid" in err
+
+
 def test_runs_without_notify_socket(tmp_path: Path, fake_root: Path) -> None:
     err_path = tmp_path / "stderr"
     with open(err_path, "wb") as err:
