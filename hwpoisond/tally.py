@@ -110,6 +110,7 @@ class Tally:
             ),
             retired_pages=len(core_state.retired_pages(policy_state)),
             tracked_pages=core_state.tracked_page_count(policy_state),
+            policy_untracked_events=policy_state.untracked_events,
             pages_over_threshold=len(core_state.pages_over_threshold(policy_state)),
             dimms=dimms,
             budget=metrics.Budget(

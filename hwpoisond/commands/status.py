@@ -95,6 +95,13 @@ def render(s: dict[str, Any], now: float) -> str:
             f", {budget.get('offlines_last_hour', 0)}/{budget.get('max_offlines_per_hour', '?')}"
             f" offlines in the last hour{'  ** EXHAUSTED **' if budget.get('exhausted') else ''}"
         )
+    policy = s.get("policy") or {}
+    if policy.get("untracked_events"):
+        out.append(
+            f"  policy: ** AT ITS BOUND ** {policy.get('pages_kept')} of "
+            f"{policy.get('max_page_records')} pages kept, each with work owed or done; "
+            f"{policy['untracked_events']} events on new pages counted, not decided"
+        )
     fp = s.get("memory_fingerprint") or {}
     if fp:
         head, *devices = str(fp.get("description", "?")).split("; ")

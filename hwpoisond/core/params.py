@@ -74,6 +74,13 @@ class PolicyParams:
     #: (rasdaemon and the kernel CEC do; mcelog never touches a failed page again).
     retry_on_recross: bool = False
     max_tracked_pages: int = 100_000
+    #: Pages kept past their threshold (pending, retired, failed, held back), whatever the preset:
+    #: a preset without a budget or futility rules (rasdaemon, mcelog, first-ce) would otherwise
+    #: keep a record per page of a storm. When full, the oldest page held back ("over": budget,
+    #: futility, action off) makes room; pages with work owed or done are never dropped, and an
+    #: event that finds no room is counted (PolicyState.untracked_events), not decided.
+    #: 65,536 pages is 256 MiB of retired memory, far past any budget a host should run with.
+    max_page_records: int = 65_536
     #: Rows, banks and DIMMs tracked for the row/futility rules (each table separately).
     max_tracked_units: int = 16_384
     #: Kernel CEC: its action threshold cap and decay timer (drivers/ras/cec.c).

@@ -209,6 +209,8 @@ def _on_ce(state: PolicyState, ev: Event, t: float, p: PolicyParams) -> Decision
     counter = p.counter
     if pfn in state.pages:
         pass  # already over threshold (pending, retired, poisoned ...): units still learn of it
+    elif len(state.pages) >= p.max_page_records and not _make_room(state):
+        state.untracked_events += 1  # no record could be kept for it: counted, not decided
     elif counter == "window":
         crossed = _count_window(state, pfn, hot, ev, t, count, p)
     elif counter == "cec":
@@ -395,6 +397,19 @@ def _put_hot(state: PolicyState, pfn: int, entry: Hot, p: PolicyParams) -> None:
     hot[pfn] = entry
 
 
+def _make_room(state: PolicyState) -> bool:
+    """Drop the oldest page held back (no work owed or done for it) to make room for a new
+    record; False when every kept page has work owed or done (never dropped)."""
+    held, pages = state.held, state.pages
+    while held:
+        pfn, _ = held.popitem(last=False)
+        rec = pages.get(pfn)
+        if rec is not None and rec.status == "over" and not rec.reserved:
+            del pages[pfn]
+            return True
+    return False
+
+
 def _forget_idle(state: PolicyState, cutoff: float) -> None:
     """Sub-threshold pages idle for a whole window count nothing any more (for the bucket
     counters too: their next event would drain the bucket to zero and restart it)."""
@@ -480,6 +495,9 @@ def _want(
     rec = state.pages.get(pfn)
     if rec is not None and (rec.status != "over" or rec.reason):
         return  # already handled, or held back for a reason
+    if rec is None and len(state.pages) >= p.max_page_records and not _make_room(state):
+        state.untracked_events += 1  # a row member with no room: counted, not decided
+        return
     hot = state.hot.pop(pfn, None)
     state.cec.pop(pfn, None)
     if rec is None:
@@ -603,6 +621,12 @@ def _set(
     reserved: bool | None = None,
 ) -> None:
     act = rec.action if action is None else action
+    keep = rec.reserved if reserved is None else reserved
+    if status == "over" and not keep:
+        state.held[rec.pfn] = None
+        state.held.move_to_end(rec.pfn)
+    else:
+        state.held.pop(rec.pfn, None)
     state.pages[rec.pfn] = PageRecord(
         rec.pfn,
         status,
@@ -613,7 +637,7 @@ def _set(
         reason,
         act,
         rec.attempt if attempt is None else attempt,
-        rec.reserved if reserved is None else reserved,
+        keep,
         rec.units,
         rec.hot,
     )
@@ -644,6 +668,7 @@ def _give_up(state: PolicyState, p: PolicyParams, rec: PageRecord, t: float, rea
     if p.retry_on_recross:
         # rasdaemon/CEC: the page goes back to counting and may cross (and be tried) again.
         del state.pages[rec.pfn]
+        state.held.pop(rec.pfn, None)
         if rec.hot is not None and p.counter != "cec":
             _put_hot(state, rec.pfn, rec.hot, p)
         return

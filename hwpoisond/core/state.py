@@ -119,6 +119,7 @@ class PolicyState:
         "deferred",
         "dimms",
         "escalations",
+        "held",
         "hot",
         "mcs",
         "now",
@@ -129,6 +130,7 @@ class PolicyState:
         "ue_by_unit",
         "ue_recent",
         "ue_total",
+        "untracked_events",
     )
 
     def __init__(self) -> None:
@@ -137,6 +139,11 @@ class PolicyState:
         # per pop-front when used as a queue).
         self.hot: OrderedDict[int, Hot] = OrderedDict()
         self.pages: dict[int, PageRecord] = {}
+        # Pages held back ("over", not reserved), oldest first: the records that may make room
+        # when `pages` is at its bound (PolicyParams.max_page_records).
+        self.held: OrderedDict[int, None] = OrderedDict()
+        # Events on pages that found no room in `pages`: counted, not decided.
+        self.untracked_events = 0
         self.cec: dict[int, int] = {}
         self.cec_decay_count = 0
         self.cec_clean_index: int | None = None
@@ -334,6 +341,8 @@ def to_plain(state: PolicyState) -> dict[str, Any]:
         "ue_total": state.ue_total,
         "ue_by_unit": dict(state.ue_by_unit),
         "ue_recent": [[e.at, e.pfn, e.severity, e.label] for e in state.ue_recent],
+        "untracked_events": state.untracked_events,
+        "held": list(state.held),
     }
 
 
@@ -367,6 +376,16 @@ def from_plain(d: dict[str, Any]) -> PolicyState:
         s.ue_total = int(d["ue_total"])
         s.ue_by_unit = {str(k): int(v) for k, v in d["ue_by_unit"].items()}
         s.ue_recent = deque((UncorrectedError(*e) for e in d["ue_recent"]), maxlen=RECENT_UE_KEPT)
+        # Absent from checkpoints written before the bound existed: nothing was untracked then.
+        s.untracked_events = int(d.get("untracked_events", 0))
+        if "held" in d:
+            s.held = OrderedDict.fromkeys(int(pfn) for pfn in d["held"])
+        else:
+            s.held = OrderedDict(
+                (pfn, None)
+                for pfn, rec in sorted(s.pages.items(), key=lambda kv: kv[1].at)
+                if rec.status == "over" and not rec.reserved
+            )
     except (KeyError, TypeError, ValueError, IndexError) as e:
         raise PlainStateError(f"malformed policy state: {e!r}") from None
     return s

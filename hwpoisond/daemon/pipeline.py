@@ -85,6 +85,7 @@ class Pipeline:
         self._held_events = 0
         self._unrecorded: list[tuple[int, OfflineReport]] = []
         self.commit_seconds = 0.0
+        self._untracked_logged = False
 
     # -- entry points -----------------------------------------------------------------------------
 
@@ -104,6 +105,14 @@ class Pipeline:
             self.tally.event(ev, now)
             if ev.kind in ("memory_error", "mce") and ev.severity in _UE:
                 self.outcomes.uncorrected(ev)
+        if self.policy.untracked_events and not self._untracked_logged:
+            self._untracked_logged = True
+            log.warning(
+                "policy state at its bound (%d pages kept, each with work owed or done): "
+                "events on new pages are counted in hwpoisond_policy_untracked_events_total, "
+                "not decided; set a retired-memory budget or look at this host's memory",
+                len(self.policy.pages),
+            )
         crash_point("step.decided")
         if admitted or cursor:
             # A batch the deduper emptied still moves the cursor: its copies were counted

@@ -123,6 +123,9 @@ def write_status(
                 "action": params.action,
                 "ce_threshold": params.ce_threshold,
                 "window_seconds": params.window_seconds,
+                "max_page_records": params.max_page_records,
+                "pages_kept": len(policy.pages),
+                "untracked_events": policy.untracked_events,
             },
             now,
         )

@@ -445,11 +445,14 @@ class Daemon:
         self._checkpoint(now=now, force=True)
         try:
             pruned = self.store.prune_events(now)
+            pruned_pages = self.store.prune_pages(now)
         except sqlite3.Error as e:
             log.error("pruning the state database failed: %s", e)
-            pruned = 0
-        if pruned:
-            log.debug("pruned %d events past retention", pruned)
+            pruned = pruned_pages = 0
+        if pruned or pruned_pages:
+            log.debug(
+                "pruned %d events and %d count-only pages past retention", pruned, pruned_pages
+            )
         self._write_status()
         self._publish()
         self._sync_trigger_fds()

@@ -142,6 +142,10 @@ class Retention:
 
     event_retention_seconds: float = 90 * 86400.0
     event_max_rows: int = 1_000_000
+    #: Pages the store keeps with counts only (state 'tracked': never acted on): a storm over a
+    #: million pages would otherwise leave a million rows. Pages with an intent or a result are
+    #: never pruned; the policy's own counts live in its checkpoint, not in these rows.
+    page_max_tracked_rows: int = 200_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -547,6 +551,22 @@ class Store:
             ).fetchone()
             if row is not None:
                 deleted += c.execute("DELETE FROM events WHERE id <= ?", (row[0],)).rowcount
+        return int(deleted)
+
+    def prune_pages(self, now: float) -> int:
+        """Drop count-only pages ('tracked': no intent, no result) idle past the event
+        retention, then the least recently seen beyond the row cap. Returns the number
+        deleted; a page acted on is never deleted here."""
+        with self._write() as c:
+            cutoff = now - self.retention.event_retention_seconds
+            deleted = c.execute(
+                "DELETE FROM pages WHERE state = 'tracked' AND last_seen < ?", (cutoff,)
+            ).rowcount
+            deleted += c.execute(
+                "DELETE FROM pages WHERE pfn IN (SELECT pfn FROM pages WHERE state = 'tracked'"
+                " ORDER BY last_seen DESC, pfn DESC LIMIT -1 OFFSET ?)",
+                (self.retention.page_max_tracked_rows,),
+            ).rowcount
         return int(deleted)
 
     def event_count(self) -> int:

@@ -97,6 +97,22 @@ def test_retention_by_age_and_row_cap(tmp_path: Path) -> None:
         assert store.rows("SELECT count(*) AS n FROM pages")[0]["n"] == 20
 
 
+def test_count_only_pages_are_pruned_and_pages_acted_on_never(tmp_path: Path) -> None:
+    retention = Retention(event_retention_seconds=100.0, page_max_tracked_rows=5)
+    with Store.open(tmp_path, retention) as store:
+        with store.transaction():
+            for i in range(20):
+                store.record_event(ce(i), T0 + i * 10)
+        # An intent on the oldest page and one in the middle: they stay whatever their age.
+        store.record_intent(offline(0), T0)
+        store.record_intent(offline(10), T0)
+        # age: last_seen < T0+90 -> pages 1..8 go (0 has an intent); cap 5 of the tracked
+        # pages 9, 11..19 keeps 15..19.
+        assert store.prune_pages(T0 + 190) == 8 + 5
+        kept = [r["pfn"] for r in store.rows("SELECT pfn FROM pages ORDER BY pfn")]
+        assert kept == [0, 10, 15, 16, 17, 18, 19]
+
+
 def test_intent_then_result_and_pending(tmp_path: Path) -> None:
     with Store.open(tmp_path) as store:
         a = store.record_intent(offline(0x10), T0, boot_id="b1")
