@@ -18,7 +18,7 @@ PRESETS = ("default", "first-ce", "rasdaemon", "mcelog", "kernel-cec")
 
 def _child(preset: str, pages: int, bound: int | None) -> None:
     from hwpoisond.core import policy
-    from hwpoisond.core.model import ActionResult, Event
+    from hwpoisond.core.model import ActionResult, Event, EventSource
     from hwpoisond.core.params import preset_params, with_overrides
     from hwpoisond.core.state import new_state
 
@@ -28,7 +28,7 @@ def _child(preset: str, pages: int, bound: int | None) -> None:
     mce = params.counter in ("mcelog", "cec")
     per_page = params.ce_threshold if mce else 1
     count = 1 if mce else params.ce_threshold
-    source = "mce_record" if mce else "mc_event"
+    source: EventSource = "mce_record" if mce else "mc_event"
     state = new_state()
     t = 0.0
     for pfn in range(1, pages + 1):
