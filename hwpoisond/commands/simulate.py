@@ -31,6 +31,10 @@ from hwpoisond.store.report import collect_status
 DEFAULT_SPEED = 3600.0  # one simulated hour per second
 
 
+#: How long the daemon may read nothing new while injected errors are still unread.
+SETTLE_STALL_SECONDS = 120.0
+
+
 class SimClock:
     """Simulated wall-clock seconds: `start` plus real elapsed time × `speed`."""
 
@@ -148,6 +152,7 @@ class Run:
         try:
             if not notifier.is_ready.wait(30):
                 raise RuntimeError("the daemon did not become ready within 30 s")
+            emitted_before = self.emitted  # each boot's daemon counts from 0
             for h in phase:
                 if not self.clock.sleep_until(self.sim_start + h.at, self.stop_event):
                     break
@@ -159,16 +164,26 @@ class Run:
                     self.machine.uncorrected_error(ts, h.address)
                     self.emitted += 2  # the mc_event line and the memory_failure_event line
                 self._show_progress(daemon)
-            self._settle(daemon)
+            self._settle(daemon, self.emitted - emitted_before)
         except BaseException as e:  # surfaced by run() in the main thread
             self.error = e
         finally:
             daemon.request_stop()
 
-    def _settle(self, daemon: Daemon) -> None:
-        """Wait until the daemon has read everything and due retries have run."""
-        deadline = time.monotonic() + 20
-        while daemon.tally.events_total < self.emitted and time.monotonic() < deadline:
+    def _settle(self, daemon: Daemon, emitted: int) -> None:
+        """Wait until the daemon has read the `emitted` errors of this boot and due retries
+        have run."""
+        # A condition, not a timer: wait while the daemon makes progress, and fail loudly when
+        # it stalls; a report cut short would read as events the daemon lost.
+        seen, stalled_since = daemon.tally.events_total, time.monotonic()
+        while daemon.tally.events_total < emitted:
+            if daemon.tally.events_total != seen:
+                seen, stalled_since = daemon.tally.events_total, time.monotonic()
+            elif time.monotonic() - stalled_since > SETTLE_STALL_SECONDS:
+                raise RuntimeError(
+                    f"the daemon read {seen} of {emitted} injected errors and made no "
+                    f"progress for {SETTLE_STALL_SECONDS:g} s"
+                )
             time.sleep(0.02)
         # Retries and deferred offlines are due within simulated minutes: give them an hour.
         self.clock.sleep_until(self.clock() + HOUR, self.stop_event)
