@@ -72,6 +72,45 @@ class ParseStats:
         }
 
 
+#: Each integer field's kernel type, as the largest value it can hold. A line carrying a larger
+#: value was not printed by the kernel (or was damaged): it is a counted parse failure, never an
+#: event whose numbers overflow the store or the policy. include/ras/ras_event.h (v6.12):
+#: mc_event error_count u16, mc_index u8, address/syndrome long (printed unsigned);
+#: include/trace/events/mce.h: cpu u32, bank u8, status u64; memory_failure_event pfn unsigned
+#: long; a pfn is a physical address >> PAGE_SHIFT, so it has 64 - 12 bits.
+_U64_MAX = (1 << 64) - 1
+_FIELD_MAX = (
+    ("count", 0xFFFF),
+    ("mc", 0xFF),
+    ("phys_addr", _U64_MAX),
+    ("pfn", (1 << 52) - 1),
+    ("grain", _U64_MAX),
+    ("syndrome", _U64_MAX),
+    ("bank", 0xFF),
+    ("status", _U64_MAX),
+    ("cpu", 0xFFFF_FFFF),
+)
+#: DRAM coordinates are C ints in every driver that reports them (edac_mc.h, ghes_edac.c).
+_S32_MIN, _S32_MAX = -(1 << 31), (1 << 31) - 1
+
+
+def fits_kernel_types(event: Event) -> bool:
+    """True when every integer of `event` fits the kernel type it was printed from."""
+    for name, most in _FIELD_MAX:
+        value = getattr(event, name)
+        if value is not None and not 0 <= value <= most:
+            return False
+    dram = event.dram
+    if dram is not None:
+        for value in (
+            dram.socket, dram.mc, dram.channel, dram.dimm, dram.rank,
+            dram.bank_group, dram.bank, dram.row, dram.column,
+        ):  # fmt: skip
+            if value is not None and not _S32_MIN <= value <= _S32_MAX:
+                return False
+    return True
+
+
 def _bump(counts: dict[str, int], key: str) -> None:
     counts[key] = counts.get(key, 0) + 1
 
@@ -182,6 +221,9 @@ class LineParser:
             _bump(self.stats.malformed, "unknown")
 
     def _emit(self, out: list[Event], event: Event) -> None:
+        if not fits_kernel_types(event):
+            _bump(self.stats.malformed, event.source)
+            return
         events = self.stats.events
         events[event.source] = events.get(event.source, 0) + 1
         out.append(event)
@@ -189,9 +231,7 @@ class LineParser:
     def _close_mce(self, out: list[Event]) -> None:
         record, self._mce = self._mce, None
         if record is not None:
-            event = record.to_event()
-            _bump(self.stats.events, event.source)
-            out.append(event)
+            self._emit(out, record.to_event())
 
     def _dispatch(self, line: str, out: list[Event]) -> None:
         if (
@@ -208,7 +248,7 @@ class LineParser:
                     event = parser(body, ts, self._lineno)
                     if self._mce is not None:
                         self._close_mce(out)
-                    if event is None:
+                    if event is None or not fits_kernel_types(event):
                         _bump(self.stats.malformed, name)
                     else:
                         events = self.stats.events

@@ -228,3 +228,75 @@ def test_print_symbolic_tables_from_a_real_format_file() -> None:
         "free buddy page",
         "unknown page",
     )
+
+
+# A real mc_event line (skx_edac, tests/fixtures/parse/trace_mc_event_v3.5-v6.x.txt) with its
+# count, mc and address replaced.
+MC_EVENT = (
+    "  kworker/0:1-12    [002] d.h1   7.250000: mc_event: {count} Corrected error: memory read "
+    "error on CPU_SrcID#0_MC#0_Chan#1_DIMM#0 (mc:{mc} location:1:0:-1 address:{addr} grain:32 "
+    "syndrome:0x00000000 err_code:0x0000:0x009f socket:0 imc:0 rank:0 bg:1 ba:2 row:0x1f col:0x8)"
+)
+EDAC_KMSG = (
+    "[ 1234.567800] EDAC MC{mc}: {count} CE memory read error on CPU_SrcID#0_MC#0_Chan#0_DIMM#0 "
+    "(channel:0 slot:0 page:{page} offset:0x567 grain:32 syndrome:0x0 - err_code:0000:009f "
+    "socket:0 imc:0 rank:0 bg:1 ba:2 row:0x10 col:0x8)"
+)
+MCE_RECORD = (
+    "     kworker/0:2-48      [000] .....    36.460121: mce_record: CPU: {cpu}, MCGc/s: 0/0, "
+    "MC7: 9c0000000008009f, IPID: 0000000000000000, ADDR/MISC/SYND: {addr}/0000000000000086/"
+    "0000000000000000, RIP: 00:<0000000000000000>, TSC: 1bb1a5cb53, PROCESSOR: 0:60fb1, "
+    "TIME: 1795736603, SOCKET: 0, APIC: 0"
+)
+MF_TRACE = (
+    "              sh-115     [000] .....    29.905845: memory_failure_event: pfn {pfn}: "
+    "recovery action for free buddy page: Recovered"
+)
+
+
+def test_integers_beyond_their_kernel_type_are_parse_failures_not_events() -> None:
+    big = 1 << 64
+    lines = {
+        "mc_event": [
+            MC_EVENT.format(count=big, mc=0, addr="0x1000"),
+            MC_EVENT.format(count=0x10000, mc=0, addr="0x1000"),  # error_count is u16
+            MC_EVENT.format(count=1, mc=1 << 63, addr="0x1000"),
+            MC_EVENT.format(count=1, mc=256, addr="0x1000"),  # mc_index is u8
+            MC_EVENT.format(count=1, mc=0, addr=hex(big)),
+        ],
+        "kmsg_edac": [
+            EDAC_KMSG.format(mc=0, count=big, page="0x1234"),
+            EDAC_KMSG.format(mc=big, count=1, page="0x1234"),
+            EDAC_KMSG.format(mc=0, count=1, page=hex(1 << 60)),
+        ],
+        "mce_record": [
+            MCE_RECORD.format(cpu=big, addr="0000000007654000"),
+            MCE_RECORD.format(cpu=0, addr="1" + "0" * 16),
+        ],
+        "memory_failure_event": [MF_TRACE.format(pfn=hex(1 << 60))],
+        "kmsg_memory_failure": [
+            f"Memory failure: {hex(1 << 60)}: recovery action for free buddy page: Recovered"
+        ],
+    }
+    for source, source_lines in lines.items():
+        for line in source_lines:
+            events, parser = run([line])
+            assert events == [], line
+            assert parser.stats.malformed == {source: 1}, line
+
+
+def test_the_largest_value_of_each_kernel_type_still_parses() -> None:
+    events, parser = run(
+        [
+            MC_EVENT.format(count=0xFFFF, mc=255, addr="0xfffffffffffff000"),
+            MCE_RECORD.format(cpu=0xFFFFFFFF, addr="fffffffffffff000"),
+            MF_TRACE.format(pfn=hex((1 << 52) - 1)),
+        ]
+    )
+    assert parser.stats.malformed == {}
+    assert [(e.count, e.mc, e.pfn) for e in events] == [
+        (0xFFFF, 255, (1 << 52) - 1),
+        (1, None, (1 << 52) - 1),
+        (1, None, (1 << 52) - 1),
+    ]
+    assert events[1].cpu == 0xFFFFFFFF
