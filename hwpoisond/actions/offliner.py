@@ -17,6 +17,12 @@ from hwpoisond.kernelfs import KernelFS, KernelFSError
 SOFT_OFFLINE_PAGE = "sys/devices/system/memory/soft_offline_page"
 HARD_OFFLINE_PAGE = "sys/devices/system/memory/hard_offline_page"
 KPAGEFLAGS = "proc/kpageflags"
+#: Documentation/admin-guide/mm/memory-hotplug.rst: memory is exposed in blocks of
+#: `block_size_bytes` (hex, no 0x); block N, directory `memoryN`, spans
+#: [N * block_size, (N + 1) * block_size) and exists only where the machine has memory.
+#: drivers/base/memory.c provides both these and soft_offline_page, so a kernel with one has both.
+MEMORY_DIR = "sys/devices/system/memory"
+MEMORY_BLOCK_SIZE = MEMORY_DIR + "/block_size_bytes"
 MEMINFO = "proc/meminfo"
 
 #: include/uapi/linux/kernel-page-flags.h: `#define KPF_HWPOISON 19`; /proc/kpageflags holds one
@@ -89,6 +95,21 @@ class Offliner:
     def __init__(self, kfs: KernelFS, mode: ExecutorMode = "enforce") -> None:
         self.kfs = kfs
         self.mode: ExecutorMode = mode
+        self._block_size_bytes: int | None = None
+
+    def in_memory_map(self, pfn: int) -> bool | None:
+        """Whether `pfn` lies in a memory block the kernel lists; None when there is no memory
+        block directory to ask (a fake root without one: nothing to check against)."""
+        if self._block_size_bytes is None:
+            try:
+                size = self.kfs.read_int(MEMORY_BLOCK_SIZE, 16)
+            except (KernelFSError, ValueError):
+                return None
+            if size <= 0:
+                return None
+            self._block_size_bytes = size
+        block = (pfn << PAGE_SHIFT) // self._block_size_bytes
+        return self.kfs.is_dir(f"{MEMORY_DIR}/memory{block}")
 
     # -- observation ------------------------------------------------------------------------------
 
@@ -145,6 +166,15 @@ class Offliner:
                 detail,
             )
 
+        # Never write what cannot be a retirable page: drivers report page 0 for an address they
+        # do not know, and an address beyond the machine's memory is a damaged or forged report.
+        if pfn == 0 or self.in_memory_map(pfn) is False:
+            where = "pfn 0 (an unknown address)" if pfn == 0 else "outside the memory map"
+            return report(
+                "unsupported",
+                f"pfn {pfn:#x} is {where}: nothing written",
+                err=errno.ENXIO,
+            )
         poisoned_before = self.is_poisoned(pfn)
         if action == "account" or self.mode == "account":
             would = "soft" if action == "account" else action

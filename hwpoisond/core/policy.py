@@ -160,6 +160,11 @@ def _on_ce(state: PolicyState, ev: Event, t: float, p: PolicyParams) -> Decision
     pfn = ev.pfn
     if pfn is None and ev.phys_addr is not None:
         pfn = ev.phys_addr >> PAGE_SHIFT
+    if pfn == 0:
+        # EDAC drivers print page 0 (with or without an offset) when they do not know the
+        # address; page 0 is firmware's on every platform we run on, never a page to retire. The
+        # error still counts for its DIMM and controller.
+        pfn = None
     count = ev.count
     state.ce_total += count
     dimm_key = _dimm_key(ev)

@@ -171,3 +171,41 @@ def test_is_poisoned_reads_bit_19_of_little_endian_u64(
 def test_parse_hardware_corrupted() -> None:
     assert parse_hardware_corrupted_kb("MemTotal: 1 kB\nHardwareCorrupted:    12 kB\n") == 12
     assert parse_hardware_corrupted_kb("MemTotal: 1 kB\n") is None
+
+
+def _memory_blocks(machine: FakeMachine, block_size_bytes: int, blocks: list[int]) -> None:
+    # As drivers/base/memory.c lays them out: block_size_bytes in hex without 0x, one memoryN
+    # directory per block the machine has (a hole has none).
+    mem = machine.root / "sys/devices/system/memory"
+    (mem / "block_size_bytes").write_text(f"{block_size_bytes:x}\n")
+    for n in blocks:
+        (mem / f"memory{n}").mkdir()
+
+
+def test_a_pfn_outside_the_memory_map_is_never_written(
+    machine: FakeMachine, kfs: FakeKernelFS
+) -> None:
+    # Proves: an address beyond the machine's memory (a hole, or past its end) is refused
+    # before the write, with ENXIO as the kernel's pfn_valid() check would answer, and is final
+    # (unsupported: no retry). A pfn inside a listed block is written as before.
+    _memory_blocks(machine, 0x100_0000, [0, 1, 3])  # 16 MiB blocks, hole at block 2
+    offliner = Offliner(kfs)
+    hole = (2 * 0x100_0000) >> 12
+    beyond = (64 * 0x100_0000) >> 12
+    for pfn in (hole, beyond):
+        r = offliner.execute(offline(pfn), AT)
+        assert (r.result.result, r.result.errno) == ("unsupported", errno.ENXIO)
+        assert "outside the memory map" in r.detail
+    assert machine.writes == []
+    inside = (3 * 0x100_0000 + 0x5000) >> 12
+    assert offliner.execute(offline(inside), AT).result.result == "offlined"
+    assert machine.writes == [f"{inside << 12:#x}"]
+
+
+def test_pfn_0_is_never_written(machine: FakeMachine, kfs: FakeKernelFS) -> None:
+    # Proves: page 0, which drivers report for an unknown address, is refused even with no
+    # memory map to ask and in both actions.
+    for action in ("soft", "hard"):
+        r = Offliner(kfs).execute(offline(0, action), AT)
+        assert (r.result.result, r.result.errno) == ("unsupported", errno.ENXIO)
+    assert machine.writes == []

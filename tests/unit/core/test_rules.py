@@ -343,3 +343,16 @@ def test_params_are_frozen() -> None:
     with pytest.raises(AttributeError):
         DEFAULT.ce_threshold = 3  # type: ignore[misc]
     assert isinstance(DEFAULT, PolicyParams)
+
+
+def test_an_address_in_page_0_is_no_page_but_counts_for_its_dimm() -> None:
+    # EDAC drivers print page 0 with an offset when they do not know the address.
+    params = with_overrides(DEFAULT, dimm_pages_limit=0)
+    events = [
+        Event("memory_error", "mc_event", "corrected", 5, 0x567, None, t, label=DIMM_A, mc=0)
+        for t in (0.0, 1.0, 2.0)
+    ]
+    state, log = drive(events, params)
+    assert offlines(log) == []
+    assert state.pages == {} and 0 not in state.hot
+    assert state.ce_total == 15
