@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from hwpoisond.metrics.server import Limits
+
 UNIT = Path(__file__).resolve().parents[2] / "systemd" / "hwpoisond.service"
 ANALYZE = shutil.which("systemd-analyze")
 pytestmark = pytest.mark.skipif(ANALYZE is None, reason="systemd-analyze is not installed")
@@ -60,5 +62,10 @@ def test_unit_keeps_what_the_daemon_needs() -> None:
     ):
         assert line in text
     assert re.search(r"^WatchdogSec=\d+", text, re.M)
+    # The metrics server's fd reserve is counted below this limit (hwpoisond/metrics/server.py):
+    # it must be fixed, and leave room for every client plus the reserve plus the daemon's own.
+    m = re.search(r"^LimitNOFILE=(\d+)$", text, re.M)
+    assert m, "LimitNOFILE= missing or not one fixed number"
+    assert int(m.group(1)) >= Limits().max_connections + Limits().fd_reserve + 64
     # soft_offline_page lives here; ProtectKernelTunables would make it read-only otherwise.
     assert re.search(r"^ReadWritePaths=.*/sys/devices/system/memory", text, re.M)
