@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -59,6 +60,10 @@ class ConfigError(Exception):
         self.problems = problems
 
 
+#: The longest duration any key accepts: ten years.
+MAX_DURATION_SECONDS = 3650 * 86400.0
+
+
 def parse_duration(value: object) -> float:
     """Seconds from "30s", "1h30m", "7d" (or a bare non-negative number of seconds)."""
     if isinstance(value, bool):
@@ -79,7 +84,17 @@ def parse_duration(value: object) -> float:
         raise ValueError("expected a duration like '30s', '15m', '24h', '7d'")
     if seconds < 0 or not math.isfinite(seconds):
         raise ValueError("expected a non-negative duration")
+    if seconds > MAX_DURATION_SECONDS:
+        # Beyond this a timer cannot be armed (threading.TIMEOUT_MAX, time_t arithmetic) and
+        # would crash the daemon long after check-config said yes.
+        raise ValueError("expected a duration of at most 3650d (ten years)")
     return seconds
+
+
+def _positive_duration(v: float) -> float:
+    if v <= 0:
+        raise ValueError("expected a duration greater than zero")
+    return v
 
 
 def parse_size(value: object) -> int:
@@ -102,13 +117,17 @@ def parse_size(value: object) -> int:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+#: An interval a timer waits for: zero would make it fire in a loop (or once), never periodically.
+Interval = Annotated[float, BeforeValidator(parse_duration), AfterValidator(_positive_duration)]
 Size = Annotated[int, BeforeValidator(parse_size)]
 PositiveInt = Annotated[int, Field(gt=0)]
 NonNegativeInt = Annotated[int, Field(ge=0)]
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # strict: TOML has real types, so `ce_threshold = true` or `port = "9862"` is a mistake to
+    # name, not a value to coerce (true would become 1).
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
 
 class DaemonConfig(_Section):
@@ -116,11 +135,19 @@ class DaemonConfig(_Section):
     state_dir: str = DEFAULT_STATE_DIR
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     #: How often counter sources (EDAC sysfs, meminfo, node stats, sysctls) are sampled.
-    poll_interval: Duration = 30.0
+    poll_interval: Interval = 30.0
     #: How often policy windows are expired and state is checkpointed, even when idle.
-    housekeeping_interval: Duration = 60.0
+    housekeeping_interval: Interval = 60.0
     #: Identical log messages within this interval are collapsed into one with a count.
     log_rate_limit_interval: Duration = 60.0
+
+    @field_validator("state_dir")
+    @classmethod
+    def _a_directory(cls, v: str) -> str:
+        # "" would be the working directory, which the daemon then chmods to 0700.
+        if not v.strip() or "\0" in v:
+            raise ValueError("expected a directory path, not an empty string")
+        return v
 
 
 class SourcesConfig(_Section):
@@ -153,7 +180,7 @@ class PolicyConfig(_Section):
     ce_threshold: PositiveInt = 2
     #: Duration of the per-page recurrence window (for the rasdaemon/mcelog presets: their
     #: bucket's refresh cycle; for kernel-cec: the CEC decay interval).
-    window: Duration = 86400.0
+    window: Interval = 86400.0
     #: Duration: a report of the same page from another source (mc_event and mce_record, trace
     #: and dmesg) within this time is the same error and counts once.
     dedupe: Duration = 1.0
@@ -177,20 +204,13 @@ class PolicyConfig(_Section):
     #: that, and so on.
     retry_max: NonNegativeInt = 4
     #: Duration before the first retry of a failed offline.
-    retry_backoff: Duration = 60.0
+    retry_backoff: Interval = 60.0
     #: Sub-threshold pages (count) tracked at once; beyond it the least recently seen is
     #: forgotten. Pages over threshold, retired or poisoned are never forgotten.
     max_tracked_pages: PositiveInt = 100_000
     #: DRAM rows, banks, DIMMs and controllers (count, each) tracked for the row and futility
     #: rules; beyond it the least recently added one that is not flagged is forgotten.
     max_tracked_units: PositiveInt = 16_384
-
-    @field_validator("window", "retry_backoff")
-    @classmethod
-    def _positive(cls, v: float) -> float:
-        if v <= 0:
-            raise ValueError("expected a duration greater than zero")
-        return v
 
 
 class BudgetConfig(_Section):
@@ -264,7 +284,7 @@ class MetricsConfig(_Section):
 
 class StoreConfig(_Section):
     #: Events older than this are deleted...
-    event_retention: Duration = 90 * 86400.0
+    event_retention: Interval = 90 * 86400.0
     #: ...and at most this many are kept (oldest go first).
     event_max_rows: PositiveInt = 1_000_000
 
@@ -278,7 +298,7 @@ class TriggersConfig(_Section):
     uncorrected_error: str | None = None
     dimm_escalation: str | None = None
     budget_exhausted: str | None = None
-    timeout: Duration = 30.0
+    timeout: Interval = 30.0
 
     @field_validator(
         "page_retired",

@@ -37,6 +37,18 @@ def _problems(tmp_path: Path, text: str) -> list[str]:
         ("[metrics]\ntls_cert_file = '/x'\n", "metrics", "set together"),
         ("[triggers]\npage_retired = 'relative/script'\n", "triggers.page_retired", "absolute"),
         ("[daemon]\nlog_level = 'loud'\n", "daemon.log_level", "expected one of"),
+        # Strict types: TOML says what it is; true is not 1, "9862" is not a port.
+        ("[policy]\nce_threshold = true\n", "policy.ce_threshold", "valid integer"),
+        ("[metrics]\nport = '9862'\n", "metrics.port", "valid integer"),
+        ("[sources]\ntracefs = 1\n", "sources.tracefs", "valid boolean"),
+        # Timers: zero fires in a loop, ten years and more cannot be armed.
+        ("[daemon]\npoll_interval = 0\n", "daemon.poll_interval", "greater than zero"),
+        ("[daemon]\nhousekeeping_interval = '0s'\n", "daemon.housekeeping_interval", "zero"),
+        ("[triggers]\ntimeout = 0\n", "triggers.timeout", "greater than zero"),
+        ("[store]\nevent_retention = '0d'\n", "store.event_retention", "greater than zero"),
+        ("[policy]\nwindow = '3651d'\n", "policy.window", "at most 3650d"),
+        ("[daemon]\npoll_interval = 1e300\n", "daemon.poll_interval", "at most 3650d"),
+        ("[daemon]\nstate_dir = ''\n", "daemon.state_dir", "not an empty string"),
     ],
 )
 def test_bad_value_names_key_value_and_expectation(
