@@ -38,6 +38,11 @@ class Tally:
     #: Events given up because the store could not write them for too long (their counts and
     #: offlines were kept).
     events_unstored: int = 0
+    #: Trigger scripts by (event, outcome): ok, failed, timed_out, refused, dropped.
+    triggers: Counter[tuple[str, str]] = field(default_factory=Counter)
+
+    def trigger(self, event: str, outcome: str) -> None:
+        self.triggers[(event, outcome)] += 1
 
     def event(self, ev: Event, received_at: float) -> None:
         self.events_total += 1
@@ -111,6 +116,7 @@ class Tally:
             retired_pages=len(core_state.retired_pages(policy_state)),
             tracked_pages=core_state.tracked_page_count(policy_state),
             policy_untracked_events=policy_state.untracked_events,
+            policy_not_offlinable_events=policy_state.not_offlinable_events,
             pages_over_threshold=len(core_state.pages_over_threshold(policy_state)),
             dimms=dimms,
             budget=metrics.Budget(
@@ -138,6 +144,7 @@ class Tally:
             events_unstored=events_held,
             events_unstored_dropped=self.events_unstored,
             events_deduplicated=tuple(sorted((deduplicated or {}).items())),
+            triggers=tuple((e, o, n) for (e, o), n in sorted(self.triggers.items())),
         )
 
 

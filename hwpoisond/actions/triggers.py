@@ -4,7 +4,8 @@ blocking the event loop.
 Rule: starts, watches and kills child processes; it never waits for one. The loop calls
 `poll()` when one of `fds()` (pidfds, readable when a child exits) is ready or `timeout()`
 seconds have passed. A script is refused unless its path is absolute, root-owned and not
-writable by group or others (nor is any directory above it).
+writable by group or others (nor is any directory or link on the way to it), and it is run
+from the descriptor that was checked, never by its path again.
 """
 
 from __future__ import annotations
@@ -39,18 +40,84 @@ MAX_ENV_VALUE_CHARS = 4096
 _ENV_KEY = re.compile(r"[A-Z][A-Z0-9_]{0,63}")
 
 
-def check_script(path: str, allowed_uids: Collection[int] = (0,)) -> str | None:
-    """Why `path` must not be run as a trigger, or None when it may.
+#: Symbolic links followed while opening one script, as the kernel's own limit (fs/namei.c,
+#: MAXSYMLINKS).
+MAX_SYMLINKS = 40
 
-    Follows symlinks and checks the file and every directory above it: a file anyone else can
-    write, or a directory where anyone else can swap it, would hand them root."""
+
+def _loose_dir(st: os.stat_result, allowed_uids: Collection[int]) -> str | None:
+    """Why a directory on the way to a script would let someone else swap what is below it."""
+    if st.st_uid not in allowed_uids and st.st_uid != 0:
+        return f"owned by uid {st.st_uid}"
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not st.st_mode & stat.S_ISVTX:
+        return "writable by group or others"
+    return None
+
+
+def open_script(path: str, allowed_uids: Collection[int] = (0,)) -> int | str:
+    """An O_PATH descriptor of the script at `path`, or why it must not be run.
+
+    Walks `path` one component at a time from "/" with O_NOFOLLOW, following symbolic links by
+    hand: every directory passed through (the ones a link leads to included) must be owned by
+    an allowed uid or root and not writable by group or others unless sticky; a link in a sticky
+    directory must be owned by an allowed uid (the rule of fs.protected_symlinks); the file must
+    be a regular, executable file owned by an allowed uid and not writable by group or others.
+    Execute the descriptor (`/proc/self/fd/N`), never the path again: what was checked is what
+    runs, whoever later re-points a link."""
     if not os.path.isabs(path):
         return "not an absolute path"
-    real = os.path.realpath(path)
+    pending = [c for c in reversed(path.split("/")) if c and c != "."]
+    fd = os.open("/", os.O_PATH | os.O_DIRECTORY)
+    where, links = "/", 0
     try:
-        st = os.stat(real)
-    except OSError as e:
-        return f"cannot stat: {e.strerror}"
+        problem = _loose_dir(os.fstat(fd), allowed_uids)
+        if problem:
+            return f"directory / {problem}"
+        while pending:
+            name = pending.pop()
+            try:
+                nfd = os.open(name, os.O_PATH | os.O_NOFOLLOW, dir_fd=fd)
+            except OSError as e:
+                return f"cannot stat: {e.strerror}"
+            st = os.fstat(nfd)
+            if stat.S_ISLNK(st.st_mode):
+                try:
+                    target = os.readlink(name, dir_fd=fd)
+                finally:
+                    os.close(nfd)
+                links += 1
+                if links > MAX_SYMLINKS:
+                    return "too many levels of symbolic links"
+                if os.fstat(fd).st_mode & stat.S_ISVTX and st.st_uid not in allowed_uids:
+                    return f"link {os.path.join(where, name)} owned by uid {st.st_uid}"
+                pending += [c for c in reversed(target.split("/")) if c and c != "."]
+                if target.startswith("/"):
+                    os.close(fd)
+                    fd, where = os.open("/", os.O_PATH | os.O_DIRECTORY), "/"
+                continue
+            here = os.path.normpath(os.path.join(where, name))
+            if pending:  # a directory on the way
+                if not stat.S_ISDIR(st.st_mode):
+                    os.close(nfd)
+                    return f"{here} is not a directory"
+                problem = _loose_dir(st, allowed_uids)
+                if problem:
+                    os.close(nfd)
+                    return f"directory {here} {problem}"
+                os.close(fd)
+                fd, where = nfd, here
+                continue
+            problem = _script_problem(st, allowed_uids)
+            if problem:
+                os.close(nfd)
+                return problem
+            return nfd
+        return "not a regular file"  # the path named a directory ("/", or ending in "..")
+    finally:
+        os.close(fd)
+
+
+def _script_problem(st: os.stat_result, allowed_uids: Collection[int]) -> str | None:
     if not stat.S_ISREG(st.st_mode):
         return "not a regular file"
     if st.st_uid not in allowed_uids:
@@ -59,17 +126,16 @@ def check_script(path: str, allowed_uids: Collection[int] = (0,)) -> str | None:
         return f"writable by group or others (mode {stat.S_IMODE(st.st_mode):04o})"
     if not st.st_mode & stat.S_IXUSR:
         return "not executable"
-    directory = os.path.dirname(real)
-    while True:
-        dst = os.stat(directory)
-        loose = dst.st_mode & (stat.S_IWGRP | stat.S_IWOTH) and not dst.st_mode & stat.S_ISVTX
-        if dst.st_uid not in allowed_uids and dst.st_uid != 0:
-            return f"directory {directory} owned by uid {dst.st_uid}"
-        if loose:
-            return f"directory {directory} writable by group or others"
-        if directory == "/":
-            return None
-        directory = os.path.dirname(directory)
+    return None
+
+
+def check_script(path: str, allowed_uids: Collection[int] = (0,)) -> str | None:
+    """Why `path` must not be run as a trigger, or None when it may (see `open_script`)."""
+    opened = open_script(path, allowed_uids)
+    if isinstance(opened, str):
+        return opened
+    os.close(opened)
+    return None
 
 
 def _kill_group(pid: int) -> None:
@@ -102,6 +168,23 @@ class TriggerOutcome:
     timed_out: bool
     duration_seconds: float
     refused: str | None = None
+    #: Not run because `max_queued` were already waiting.
+    dropped: bool = False
+    #: Killed, or never started, because the daemon stopped.
+    at_shutdown: bool = False
+
+    @property
+    def kind(self) -> str:
+        """The metric's `outcome` label: ok, failed, timed_out, refused, dropped, shutdown."""
+        if self.at_shutdown:
+            return "shutdown"
+        if self.dropped:
+            return "dropped"
+        if self.refused is not None:
+            return "refused"
+        if self.timed_out:
+            return "timed_out"
+        return "ok" if self.returncode == 0 else "failed"
 
 
 @dataclass
@@ -152,8 +235,8 @@ class TriggerRunner:
 
     def fire(self, event: TriggerEvent, data: Mapping[str, object]) -> bool:
         """Queue the script for `event` with `data` in its environment and start it if a slot is
-        free. Returns False when no script is configured, it is refused (an outcome with
-        `refused` follows from the next poll), or the queue is full."""
+        free. Returns False when no script is configured, it is refused or the queue is full
+        (an outcome with `refused` or `dropped` follows from the next poll)."""
         path = self.scripts.get(event)
         if path is None:
             return False
@@ -163,8 +246,12 @@ class TriggerRunner:
             return False
         if len(self._queue) >= self.max_queued:
             self.dropped += 1
+            self._done.append(TriggerOutcome(event, path, None, False, 0.0, dropped=True))
             return False
-        self._queue.append((event, path, trigger_env(event, data)))
+        env = trigger_env(event, data)
+        # $0 of the script is /proc/self/fd/N (it runs from the checked descriptor): its path.
+        env[ENV_PREFIX + "SCRIPT"] = path
+        self._queue.append((event, path, env))
         self._start_queued()
         return True
 
@@ -172,9 +259,18 @@ class TriggerRunner:
         while self._queue and len(self._running) < self.max_running:
             event, path, env = self._queue.popleft()
             now = self._clock()
+            # Checked again now, on the file that will run: fire() checked it when it was queued.
+            script_fd = open_script(path, self.allowed_uids)
+            if isinstance(script_fd, str):
+                self._done.append(TriggerOutcome(event, path, None, False, 0.0, refused=script_fd))
+                continue
             try:
                 proc = subprocess.Popen(
                     [path],
+                    # The checked file itself: the child's copy of the descriptor has the same
+                    # number; a #! interpreter opens it through the same /proc path.
+                    executable=f"/proc/self/fd/{script_fd}",
+                    pass_fds=(script_fd,),
                     env=env,
                     stdin=subprocess.DEVNULL,
                     stdout=subprocess.DEVNULL,
@@ -189,6 +285,8 @@ class TriggerRunner:
                     TriggerOutcome(event, path, None, False, 0.0, refused=f"exec: {e.strerror}")
                 )
                 continue
+            finally:
+                os.close(script_fd)
             self.started += 1
             self._running.append(
                 _Running(
@@ -231,12 +329,29 @@ class TriggerRunner:
     def running(self) -> int:
         return len(self._running)
 
+    def queued(self) -> int:
+        return len(self._queue)
+
     def close(self) -> list[TriggerOutcome]:
-        """Kill every running script and drop the queue (daemon shutdown)."""
+        """Kill every running script and drop the queue (daemon shutdown); every script not
+        run to its end comes back as an `at_shutdown` outcome."""
+        queued = [
+            TriggerOutcome(event, path, None, False, 0.0, at_shutdown=True)
+            for event, path, _ in self._queue
+        ]
         self._queue.clear()
+        killed: set[int] = set()
         for r in self._running:
             if r.proc.poll() is None:
                 r.timed_out = True
+                killed.add(id(r))
                 _kill_group(r.proc.pid)
             r.proc.wait()
-        return self.poll()
+        for r in self._running:
+            os.close(r.pidfd)
+            code = r.proc.returncode
+            shut = id(r) in killed
+            self._done.append(TriggerOutcome(r.event, r.path, code, shut, 0.0, at_shutdown=shut))
+        self._running = []
+        done, self._done = self._done + queued, []
+        return done

@@ -86,6 +86,11 @@ def render(s: dict[str, Any], now: float) -> str:
         f", state updated {_ago(daemon.get('updated_at'), now)}"
     )
     out.append(f"  last memory event: {_ago(s.get('last_event_at'), now)}")
+    triggers = daemon.get("triggers") or {}
+    if triggers:
+        shown = ", ".join(f"{key} {n}" for key, n in sorted(triggers.items()))
+        bad = sum(n for key, n in triggers.items() if not key.endswith("/ok"))
+        out.append(f"  triggers: {shown}{'  ** NOT ALL RAN **' if bad else ''}")
     out.append(f"  HardwareCorrupted: {hw if hw is not None else '?'} kB")
     if budget:
         used = budget.get("retired_bytes", 0) // 1024
@@ -101,6 +106,11 @@ def render(s: dict[str, Any], now: float) -> str:
             f"  policy: ** AT ITS BOUND ** {policy.get('pages_kept')} of "
             f"{policy.get('max_page_records')} pages kept, each with work owed or done; "
             f"{policy['untracked_events']} events on new pages counted, not decided"
+        )
+    if policy.get("not_offlinable_events"):
+        out.append(
+            f"  policy: {policy['not_offlinable_events']} corrected errors at page 0 (the "
+            "driver did not know the address): counted for their DIMM, no page to offline"
         )
     fp = s.get("memory_fingerprint") or {}
     if fp:

@@ -165,6 +165,7 @@ def _on_ce(state: PolicyState, ev: Event, t: float, p: PolicyParams) -> Decision
         # address; page 0 is firmware's on every platform we run on, never a page to retire. The
         # error still counts for its DIMM and controller.
         pfn = None
+        state.not_offlinable_events += 1
     count = ev.count
     state.ce_total += count
     dimm_key = _dimm_key(ev)

@@ -122,6 +122,7 @@ class PolicyState:
         "held",
         "hot",
         "mcs",
+        "not_offlinable_events",
         "now",
         "pages",
         "retired_bytes",
@@ -144,6 +145,9 @@ class PolicyState:
         self.held: OrderedDict[int, None] = OrderedDict()
         # Events on pages that found no room in `pages`: counted, not decided.
         self.untracked_events = 0
+        # Corrected errors whose page can never be offlined (page 0: the driver's unknown
+        # address): counted for their DIMM and controller, never for a page.
+        self.not_offlinable_events = 0
         self.cec: dict[int, int] = {}
         self.cec_decay_count = 0
         self.cec_clean_index: int | None = None
@@ -342,6 +346,7 @@ def to_plain(state: PolicyState) -> dict[str, Any]:
         "ue_by_unit": dict(state.ue_by_unit),
         "ue_recent": [[e.at, e.pfn, e.severity, e.label] for e in state.ue_recent],
         "untracked_events": state.untracked_events,
+        "not_offlinable_events": state.not_offlinable_events,
         "held": list(state.held),
     }
 
@@ -378,6 +383,7 @@ def from_plain(d: dict[str, Any]) -> PolicyState:
         s.ue_recent = deque((UncorrectedError(*e) for e in d["ue_recent"]), maxlen=RECENT_UE_KEPT)
         # Absent from checkpoints written before the bound existed: nothing was untracked then.
         s.untracked_events = int(d.get("untracked_events", 0))
+        s.not_offlinable_events = int(d.get("not_offlinable_events", 0))
         if "held" in d:
             s.held = OrderedDict.fromkeys(int(pfn) for pfn in d["held"])
         else:

@@ -126,6 +126,7 @@ def write_status(
                 "max_page_records": params.max_page_records,
                 "pages_kept": len(policy.pages),
                 "untracked_events": policy.untracked_events,
+                "not_offlinable_events": policy.not_offlinable_events,
             },
             now,
         )

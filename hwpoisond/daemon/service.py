@@ -84,6 +84,7 @@ class Daemon:
         self.params: PolicyParams = config_mod.policy_params(cfg, None)
         self.offliner = Offliner(kfs, _executor_mode(cfg))
         self.triggers = _trigger_runner(cfg)
+        self._trigger_drops_logged = False
         self.outcomes = Outcomes(self.tally, self.triggers)
         self.event_sources: list[EventSource] = []
         self.edac_source: EdacSource | None = None
@@ -167,8 +168,7 @@ class Daemon:
             source.close()
         if self.edac_source is not None:
             self.edac_source.close()
-        for outcome in self.triggers.close():
-            log.warning("trigger %s killed at shutdown: %s", outcome.event, outcome.path)
+        self._stop_triggers()
         if self.store is not None:
             if not self.store.readonly:
                 self._checkpoint(force=True)
@@ -553,6 +553,10 @@ class Daemon:
                     "events_unstored": self.tally.events_unstored,
                     "unverifiable_intents": self._unverifiable,
                     "metrics_endpoint_error": self.exporter.bind_error if self.exporter else None,
+                    "triggers": {
+                        f"{event}/{kind}": n
+                        for (event, kind), n in sorted(self.tally.triggers.items())
+                    },
                 },
             )
         except sqlite3.Error as e:
@@ -565,18 +569,46 @@ class Daemon:
         for fd in self.triggers.fds():
             self.loop.register(fd, "trigger", self._reap_triggers)
 
+    def _stop_triggers(self) -> None:
+        outcomes = self.triggers.close()
+        for outcome in outcomes:
+            self.tally.trigger(outcome.event, outcome.kind)
+        cut = [o for o in outcomes if o.at_shutdown]
+        if cut:
+            log.warning(
+                "%d trigger scripts killed or never started at shutdown (%s); counted in "
+                'hwpoisond_triggers_total{outcome="shutdown"}',
+                len(cut),
+                ", ".join(sorted({o.path for o in cut})),
+            )
+        if self.pipeline is not None and self.exporter is not None:
+            self._publish()  # the last metrics (and textfile) count them too
+
     def _reap_triggers(self) -> None:
         # poll() closes the pidfds of finished scripts and may open new ones under the same
         # numbers: take every trigger fd out of the selector first, register the live ones after.
         for fd in self.loop.fds("trigger"):
             self.loop.unregister(fd)
         for outcome in self.triggers.poll():
-            if outcome.refused:
+            self.tally.trigger(outcome.event, outcome.kind)
+            if outcome.dropped:
+                # Once per burst: a storm of retirements would otherwise log one line each.
+                if not self._trigger_drops_logged:
+                    log.error(
+                        "trigger %s dropped: %d scripts already waiting; every drop is counted "
+                        'in hwpoisond_triggers_total{outcome="dropped"}',
+                        outcome.path,
+                        self.triggers.max_queued,
+                    )
+                    self._trigger_drops_logged = True
+            elif outcome.refused:
                 log.error("trigger %s not run: %s", outcome.path, outcome.refused)
             elif outcome.timed_out:
                 log.error("trigger %s killed after %.0fs", outcome.path, outcome.duration_seconds)
             elif outcome.returncode:
                 log.warning("trigger %s exited %s", outcome.path, outcome.returncode)
+        if not self.triggers.queued():
+            self._trigger_drops_logged = False
         self._sync_trigger_fds()
 
     # -- signals ----------------------------------------------------------------------------------
@@ -619,7 +651,7 @@ class Daemon:
         total_ram = self.memstate.mem_total_bytes if self.memstate else None
         self.params = config_mod.policy_params(new_cfg, total_ram)
         self.offliner = Offliner(self.kfs, _executor_mode(new_cfg))
-        self.triggers.close()
+        self._stop_triggers()
         self.triggers = _trigger_runner(new_cfg)
         self.outcomes.triggers = self.triggers
         self.pipeline.params = self.params

@@ -230,7 +230,8 @@ def _policy_families(untracked: int, not_offlinable: int) -> Iterator[Family]:
     )
     yield scalar_counter(
         "policy_not_offlinable_events",
-        "Events on a page that can never be offlined (pfn 0, outside the memory map).",
+        "Corrected errors at page 0 (the driver did not know the address): counted for their "
+        "DIMM and controller, no page to offline.",
         not_offlinable,
     )
 
@@ -251,6 +252,17 @@ def _dedupe_families(deduplicated: tuple[tuple[str, int], ...]) -> Iterator[Fami
         "log line) and dropped as duplicates, by event family.",
         ("family",),
         (((label(family),), n) for family, n in deduplicated),
+    )
+
+
+def _trigger_families(triggers: tuple[tuple[str, str, int], ...]) -> Iterator[Family]:
+    yield counter(
+        "triggers",
+        "Operator trigger scripts by event and outcome: ok, failed (non-zero exit), timed_out "
+        "(killed), refused (path or ownership check), dropped (64 already waiting), shutdown "
+        "(killed or never started because the daemon stopped or reloaded).",
+        ("event", "outcome"),
+        (((event, outcome), n) for event, outcome, n in triggers),
     )
 
 
@@ -310,6 +322,7 @@ def snapshot_parts(snap: MetricsSnapshot) -> tuple[Part, ...]:
         (_policy_families, (snap.policy_untracked_events, snap.policy_not_offlinable_events)),
         (_parse_families, (snap.unparsed_candidate_lines,)),
         (_dedupe_families, (snap.events_deduplicated,)),
+        (_trigger_families, (snap.triggers,)),
         (_endpoint_families, (snap.endpoint,)),
     )
 

@@ -273,13 +273,16 @@ class MetricsSnapshot:
     #: Events given up unstored after too long (their counts and offlines were kept).
     events_unstored_dropped: int = 0
     #: Events the policy could not track (its state is bounded) and events on a page that can
-    #: never be offlined (pfn 0, outside the machine's memory map): counted, never decided.
+    #: never be offlined (page 0, the driver's unknown address): counted, never decided.
     policy_untracked_events: int = 0
     policy_not_offlinable_events: int = 0
     unparsed_candidate_lines: tuple[UnparsedLines, ...] = ()
     #: Copies of one kernel error read through a second interface and dropped as duplicates
     #: (sources/dedupe.py), as (event family, count): dropped on purpose, still counted.
     events_deduplicated: tuple[tuple[str, int], ...] = ()
+    #: Trigger scripts as (event, outcome, count); outcome: ok, failed, timed_out, refused,
+    #: dropped (the queue was full).
+    triggers: tuple[tuple[str, str, int], ...] = ()
     #: Stamped by the exporter at publish when an HTTP endpoint is configured; None otherwise.
     endpoint: EndpointHealth | None = None
 

@@ -4,6 +4,7 @@ configured script, without a shell, with the event in HWPOISOND_* variables only
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +12,10 @@ from typing import Any
 
 
 def _simulate_single_cell(tmp_path: Path, config: str) -> tuple[dict[str, Any], str]:
+    return _simulate(tmp_path, "single-cell", config)
+
+
+def _simulate(tmp_path: Path, scenario: str, config: str) -> tuple[dict[str, Any], str]:
     cfg = tmp_path / "hwpoisond.toml"
     cfg.write_text(config)
     proc = subprocess.run(
@@ -19,7 +24,7 @@ def _simulate_single_cell(tmp_path: Path, config: str) -> tuple[dict[str, Any], 
             "-m",
             "hwpoisond",
             "simulate",
-            "single-cell",
+            scenario,
             "--speed",
             "36000",
             "--json",
@@ -65,3 +70,35 @@ def test_unsafe_trigger_is_refused_and_reported(tmp_path: Path) -> None:
     assert "trigger for page_retired refused" in stderr
     assert "writable by group or others (mode 0777)" in stderr
     assert len(report["pages_retired"]) == 1, "a refused trigger blocks nothing"
+
+
+def _trigger_counts(metrics_text: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for line in metrics_text.splitlines():
+        m = re.fullmatch(
+            r'hwpoisond_triggers_total\{event="page_retired",outcome="(\w+)"\} (\S+)', line
+        )
+        if m:
+            out[m[1]] = float(m[2])
+    return out
+
+
+def test_a_burst_beyond_the_queue_is_counted_and_logged_once(tmp_path: Path) -> None:
+    # The audit's case: 100 pages retired at once (first-ce, no budget) with a script that takes
+    # a second: 4 run, 64 wait, the rest are dropped. Every retirement must be accounted for in
+    # the metrics (ok, dropped, or cut at shutdown) and the drops logged once, not 32 times.
+    script = tmp_path / "slow"
+    script.write_text("#!/bin/sh\nsleep 1\n")
+    script.chmod(0o700)
+    proc_report, stderr = _simulate(
+        tmp_path,
+        "bank-fault",
+        "[metrics]\nport = 0\n[policy]\npreset = 'first-ce'\n[budget]\nenabled = false\n"
+        f"[triggers]\npage_retired = '{script}'\ntimeout = '5s'\n",
+    )
+    retired = len(proc_report["pages_retired"])
+    assert retired == 100
+    counts = _trigger_counts(Path(proc_report["metrics_file"]).read_text())
+    assert counts.get("dropped", 0) > 0, counts
+    assert sum(counts.values()) == retired, counts
+    assert stderr.count("dropped: 64 scripts already waiting") == 1, stderr

@@ -356,3 +356,5 @@ def test_an_address_in_page_0_is_no_page_but_counts_for_its_dimm() -> None:
     assert offlines(log) == []
     assert state.pages == {} and 0 not in state.hot
     assert state.ce_total == 15
+    assert state.not_offlinable_events == 3
+    assert st.from_plain(json.loads(json.dumps(st.to_plain(state)))).not_offlinable_events == 3
