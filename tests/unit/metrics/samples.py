@@ -152,6 +152,7 @@ def populated_snapshot() -> MetricsSnapshot:
         policy_not_offlinable_events=2,
         unparsed_candidate_lines=(UnparsedLines("mc_event", 3), UnparsedLines("kmsg_edac", 1)),
         events_deduplicated=(("mc_event", 2), ("memory_failure", 1)),
+        triggers=(("page_retired", "dropped", 32), ("page_retired", "ok", 68)),
         endpoint=EndpointHealth(
             up=True, connections_rejected=(("deadline", 3), ("too_many_connections", 5))
         ),
