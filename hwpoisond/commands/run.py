@@ -14,6 +14,7 @@ from hwpoisond.commands.common import load_config, state_dir
 from hwpoisond.daemon import Daemon
 from hwpoisond.kernelfs import KernelFS
 from hwpoisond.metrics.exporter import MetricsConfigError
+from hwpoisond.store.db import StoreError, UnsafeStateDirError
 
 
 def main(args: argparse.Namespace) -> int:
@@ -29,6 +30,10 @@ def main(args: argparse.Namespace) -> int:
         # Raised by the metrics bind, the first thing start() does: nothing else has started.
         logging.getLogger("hwpoisond").error("hwpoisond: bad [metrics] configuration: %s", e)
         return exitcodes.CONFIG
-    except OSError as e:
+    except UnsafeStateDirError as e:
+        # The state directory as configured is unsafe to use as root: restarting cannot fix it.
+        logging.getLogger("hwpoisond").error("hwpoisond: %s", e)
+        return exitcodes.CONFIG
+    except (OSError, StoreError) as e:
         logging.getLogger("hwpoisond").error("hwpoisond: %s", e)
         return exitcodes.FAILURE

@@ -7,10 +7,8 @@ waiting to loop.py, the published views to publish.py.
 
 from __future__ import annotations
 
-import errno
 import functools
 import logging
-import os
 import select
 import signal
 import sqlite3
@@ -41,7 +39,7 @@ from hwpoisond.sources.edac import EdacSnapshot, EdacSource
 from hwpoisond.sources.journald import JournaldSource
 from hwpoisond.sources.memstate import MemoryState, read_memory_state
 from hwpoisond.sources.tracefs import TracefsSource
-from hwpoisond.store.db import Retention, Store
+from hwpoisond.store.db import Retention, Store, ensure_state_dir
 from hwpoisond.tally import Tally
 
 log = logging.getLogger("hwpoisond")
@@ -109,7 +107,7 @@ class Daemon:
         # The metrics port first: a bad [metrics] address or TLS file is a config error (exit
         # 78) found before anything is touched, and a taken port is known before the slow work.
         self._bind_metrics()
-        _ensure_state_dir(self.state_dir)
+        ensure_state_dir(self.state_dir)
         self._open_store()
         crash_point("startup.store_opened")
         self._sample_counters()
@@ -684,12 +682,3 @@ def _trigger_runner(cfg: config_mod.Config) -> TriggerRunner:
 
 def _parse_failures(source: EventSource) -> int:
     return source.parse_failures()
-
-
-def _ensure_state_dir(state_dir: Path) -> None:
-    """The state directory is 0700 (DESIGN.md): it holds what the daemon knows about the machine."""
-    try:
-        state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    except OSError as e:
-        raise OSError(e.errno or errno.EIO, f"cannot create state directory {state_dir}") from e
-    os.chmod(state_dir, 0o700)

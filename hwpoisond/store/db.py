@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import errno
 import json
 import os
 import sqlite3
@@ -132,6 +133,11 @@ class StoreError(Exception):
     """The state database cannot be used (not corruption: permissions, a newer schema, disk)."""
 
 
+class UnsafeStateDirError(StoreError):
+    """The state directory could let someone else swap the daemon's files (a configuration
+    problem: restarting cannot fix it)."""
+
+
 class StoreMissingError(StoreError):
     """No state database exists in the state directory (read-only open)."""
 
@@ -248,25 +254,65 @@ def _is_corruption(e: sqlite3.DatabaseError) -> bool:
     return "malformed" in text or "not a database" in text
 
 
-def _ensure_state_dir(state_dir: Path) -> None:
+def ensure_state_dir(state_dir: Path) -> None:
+    """Create the state directory 0700, or accept an existing one only when the daemon's user
+    owns it and nobody else can write to it: whoever can write there can plant a link named
+    hwpoisond.db and have root open (and chmod) whatever it points to."""
     try:
         state_dir.mkdir(mode=STATE_DIR_MODE, parents=True, exist_ok=True)
+        # stat, not lstat: an administrator's link to a directory root owns is fine; what it
+        # leads to is checked.
         st = state_dir.stat()
-        if stat.S_IMODE(st.st_mode) != STATE_DIR_MODE and st.st_uid == os.geteuid():
-            os.chmod(state_dir, STATE_DIR_MODE)
     except OSError as e:
         raise StoreError(f"state directory {state_dir}: {e.strerror or e}") from e
+    euid = os.geteuid()
+    if not stat.S_ISDIR(st.st_mode):
+        raise UnsafeStateDirError(f"state directory {state_dir} is not a directory")
+    if st.st_uid != euid:
+        raise UnsafeStateDirError(
+            f"state directory {state_dir} is owned by uid {st.st_uid}, not by the daemon's uid "
+            f"{euid}: refused (its owner could replace the database with a link)"
+        )
+    if st.st_mode & (stat.S_IWGRP | stat.S_IWOTH):
+        raise UnsafeStateDirError(
+            f"state directory {state_dir} is writable by group or others (mode "
+            f"{stat.S_IMODE(st.st_mode):04o}): refused; expected 0700"
+        )
+    if stat.S_IMODE(st.st_mode) != STATE_DIR_MODE:
+        try:
+            os.chmod(state_dir, STATE_DIR_MODE)
+        except OSError as e:
+            raise StoreError(f"state directory {state_dir}: {e.strerror or e}") from e
 
 
 def _create_private(path: Path) -> None:
     """Create `path` 0600 before SQLite opens it, so the database is never briefly world-readable
-    (SQLite gives the -wal and -shm files the database file's mode)."""
+    (SQLite gives the -wal and -shm files the database file's mode). Never through a link
+    (O_NOFOLLOW), a new file only with O_EXCL, and an existing one only when it is a plain file
+    of the daemon's user; the mode is fixed on the descriptor, not the path."""
+    flags = os.O_RDWR | os.O_CLOEXEC | os.O_NOFOLLOW
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, DB_FILE_MODE)
-        os.close(fd)
-        if stat.S_IMODE(path.stat().st_mode) != DB_FILE_MODE:
-            os.chmod(path, DB_FILE_MODE)
+        try:
+            fd = os.open(path, flags | os.O_CREAT | os.O_EXCL, DB_FILE_MODE)
+        except FileExistsError:
+            fd = os.open(path, flags)
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_nlink != 1:
+                raise UnsafeStateDirError(
+                    f"database {path} is not a plain file with one link: refused"
+                )
+            if st.st_uid != os.geteuid():
+                raise UnsafeStateDirError(
+                    f"database {path} is owned by uid {st.st_uid}, not the daemon's: refused"
+                )
+            if stat.S_IMODE(st.st_mode) != DB_FILE_MODE:
+                os.fchmod(fd, DB_FILE_MODE)
+        finally:
+            os.close(fd)
     except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise UnsafeStateDirError(f"database {path} is a symbolic link: refused") from e
         raise StoreError(f"database {path}: {e.strerror or e}") from e
 
 
@@ -312,7 +358,7 @@ class Store:
         """
         retention = retention or Retention()
         directory = Path(state_dir)
-        _ensure_state_dir(directory)
+        ensure_state_dir(directory)
         path = directory / DB_FILENAME
         existed = path.exists() and path.stat().st_size > 0
         recovery: Recovery | None = None

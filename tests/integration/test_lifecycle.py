@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -151,3 +152,44 @@ def test_runs_without_notify_socket(tmp_path: Path, fake_root: Path) -> None:
     assert b"Traceback" not in err_path.read_bytes()
     # An empty machine (no memory-failure interfaces) says so once and points to simulate.
     assert err_path.read_bytes().count(b"run `hwpoisond simulate`") == 1
+
+
+def test_a_state_directory_another_user_owns_is_refused_with_78(
+    tmp_path: Path, fake_root: Path
+) -> None:
+    # The audit's attack: a user who owns the state directory plants `hwpoisond.db` as a link
+    # to a file of root's; the daemon (root) opened and chmodded the link's target.
+    state = tmp_path / "state"
+    state.mkdir(mode=0o755)
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    victim.chmod(0o644)
+    (state / "hwpoisond.db").symlink_to(victim)
+    os.chown(state, 65534, 65534)
+    with DaemonProcess(tmp_path, fake_root, state) as d:
+        assert d.proc.wait(20) == 78
+        assert "owned by uid 65534" in d.stderr()
+    assert victim.stat().st_mode & 0o777 == 0o644 and victim.read_text() == "root's file\n"
+
+
+def test_a_link_planted_as_the_database_is_refused(tmp_path: Path, fake_root: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir(mode=0o700)
+    victim = tmp_path / "victim"
+    victim.write_text("root's file\n")
+    victim.chmod(0o644)
+    (state / "hwpoisond.db").symlink_to(victim)
+    with DaemonProcess(tmp_path, fake_root, state) as d:
+        assert d.proc.wait(20) == 78
+        assert "is a symbolic link: refused" in d.stderr()
+    assert victim.stat().st_mode & 0o777 == 0o644 and victim.read_text() == "root's file\n"
+
+
+def test_a_state_directory_others_can_write_is_refused(tmp_path: Path, fake_root: Path) -> None:
+    state = tmp_path / "state"
+    state.mkdir()
+    state.chmod(0o1777)
+    with DaemonProcess(tmp_path, fake_root, state) as d:
+        assert d.proc.wait(20) == 78
+        assert "writable by group or others (mode 1777)" in d.stderr()
+    assert not (state / "hwpoisond.db").exists()
