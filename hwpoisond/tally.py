@@ -72,6 +72,7 @@ class Tally:
         memstate: MemoryState | None,
         events_held: int = 0,
         deduplicated: dict[str, int] | None = None,
+        unparsed: dict[str, int] | None = None,
     ) -> metrics.MetricsSnapshot:
         """`events_held`: events the pipeline holds in memory while the store cannot write."""
         budget = core_state.budget_status(policy_state, params)
@@ -144,6 +145,9 @@ class Tally:
             events_unstored=events_held,
             events_unstored_dropped=self.events_unstored,
             events_deduplicated=tuple(sorted((deduplicated or {}).items())),
+            unparsed_candidate_lines=tuple(
+                metrics.UnparsedLines(name, n) for name, n in sorted((unparsed or {}).items())
+            ),
             triggers=tuple((e, o, n) for (e, o), n in sorted(self.triggers.items())),
         )
 

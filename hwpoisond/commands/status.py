@@ -86,6 +86,10 @@ def render(s: dict[str, Any], now: float) -> str:
         f", state updated {_ago(daemon.get('updated_at'), now)}"
     )
     out.append(f"  last memory event: {_ago(s.get('last_event_at'), now)}")
+    unparsed = daemon.get("unparsed_candidate_lines") or {}
+    if unparsed:
+        shown = ", ".join(f"{name} {n}" for name, n in sorted(unparsed.items()))
+        out.append(f"  ** lines about memory errors not understood **: {shown} (see the log)")
     triggers = daemon.get("triggers") or {}
     if triggers:
         shown = ", ".join(f"{key} {n}" for key, n in sorted(triggers.items()))

@@ -83,6 +83,7 @@ class Daemon:
         self.offliner = Offliner(kfs, _executor_mode(cfg))
         self.triggers = _trigger_runner(cfg)
         self._trigger_drops_logged = False
+        self._unparsed_logged: set[str] = set()
         self.outcomes = Outcomes(self.tally, self.triggers)
         self.event_sources: list[EventSource] = []
         self.edac_source: EdacSource | None = None
@@ -485,6 +486,7 @@ class Daemon:
 
     def _publish(self) -> None:
         assert self.pipeline is not None
+        unparsed = self._unparsed_lines()
         snapshot = self.tally.snapshot(
             now=self.wall_clock(),
             policy_state=self.pipeline.policy,
@@ -495,6 +497,7 @@ class Daemon:
             memstate=self.memstate,
             events_held=self.pipeline.held_events,
             deduplicated=self.pipeline.deduper.duplicates,
+            unparsed=unparsed,
         )
         if self.exporter is not None:
             try:
@@ -502,6 +505,26 @@ class Daemon:
             except OSError as e:
                 log.error("cannot write the metrics textfile: %s", e)
         self.notifier.status(self.status_line())
+
+    def _unparsed_lines(self) -> dict[str, int]:
+        """Lines about memory errors no parser understood, per source; the first of each
+        source's is logged once (the count keeps going up in the metric and status)."""
+        unparsed: dict[str, int] = {}
+        for source in self.event_sources:
+            count, first = source.unparsed_candidates()
+            if not count:
+                continue
+            unparsed[source.name] = count
+            if source.name not in self._unparsed_logged:
+                self._unparsed_logged.add(source.name)
+                log.warning(
+                    "%s: a line about memory errors that no parser understands (first: %r); "
+                    "such lines are counted in hwpoisond_parse_candidate_lines_unparsed_total, "
+                    "not acted on",
+                    source.name,
+                    (first or "")[:200],
+                )
+        return unparsed
 
     def _source_statuses(self) -> list[SourceStatus]:
         out = [s.status() for s in self.event_sources]
@@ -551,6 +574,7 @@ class Daemon:
                     "events_unstored": self.tally.events_unstored,
                     "unverifiable_intents": self._unverifiable,
                     "metrics_endpoint_error": self.exporter.bind_error if self.exporter else None,
+                    "unparsed_candidate_lines": self._unparsed_lines(),
                     "triggers": {
                         f"{event}/{kind}": n
                         for (event, kind), n in sorted(self.tally.triggers.items())

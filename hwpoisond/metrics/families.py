@@ -239,7 +239,8 @@ def _policy_families(untracked: int, not_offlinable: int) -> Iterator[Family]:
 def _parse_families(unparsed: tuple[UnparsedLines, ...]) -> Iterator[Family]:
     yield counter(
         "parse_candidate_lines_unparsed",
-        "Lines that looked like an error report of this kind but did not parse, by event source.",
+        "Lines about memory errors (EDAC, Hardware Error, Machine Check, Memory failure, soft "
+        "offline, mce:, RAS:) that no parser understood, by daemon source: not acted on.",
         ("source",),
         (((label(u.source),), u.count) for u in unparsed),
     )

@@ -225,8 +225,8 @@ class LatencyHistogram:
 
 @dataclass(frozen=True, slots=True)
 class UnparsedLines:
-    """Lines from one event source (`mc_event`, `kmsg_edac`, …) that looked like an error report
-    (a candidate: the hint matched) but did not parse."""
+    """Lines from one daemon source (`journald`, `tracefs`) with a memory-error word in them that
+    no parser accepted (hwpoisond.parse.stream, "unparsed candidates")."""
 
     source: str
     count: int

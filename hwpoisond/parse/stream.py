@@ -35,15 +35,37 @@ DEFAULT_ASSUME_YEAR = 2000
 # Cheap substring tests, run on every line before any regex. Every format we parse contains one.
 _HINTS = (
     "_event: ",  # mc_event, memory_failure_event, extlog_mem_event
-    "mce_record: ",
-    "EDAC MC",
+    "mce",  # mce_record: and the "mce: " prefix of the x86 machine-check code
+    "EDAC",
     "Hardware Error]",
     "Memory failure",
     "MCE",  # "MCE 0x…" memory failure and "MCE: Software-unpoisoned" before v4.16
     "offlin",  # soft offline, Soft offline, soft_offline…, RAS: Soft-offlining
     "Unpoison",
-    "Machine check events",
+    "Machine ",  # Machine Check, Machine check events
+    "RAS:",
 )
+# Every candidate word (below) contains a hint, so a line no parser accepts is looked at and
+# counted; few hints, because feed_block scans a whole block once per hint.
+
+#: A line with one of these in it is about memory errors whatever else it says: when no parser
+#: accepts it (no event, notice or malformed count), it is an *unparsed candidate*, counted and
+#: kept as an example, so a log in a form we do not know never reads as a clean one.
+_CANDIDATE_SEARCH = re.compile(
+    r"EDAC|Hardware Error|Machine Check|Memory failure|[Ss]oft[ _-]?offlin|mce:|RAS:"
+).search
+#: Informational lines with candidate words, recognised as carrying no error (format strings
+#: of v6.12): drivers/edac/edac_mc.c "Giving out device to module %s controller %s: DEV %s (%s)"
+#: and "Removed device %d for %s %s: DEV %s"; drivers/edac/edac_module.c "Ver: %s";
+#: drivers/ras/cec.c "Correctable Errors collector initialized."; arch/x86/kernel/cpu/mce/core.c
+#: print_mce() HW_ERR "Run the above through 'mcelog --ascii'" (the end of a record).
+_INFO_SEARCH = re.compile(
+    r"EDAC MC\d*: (?:Giving out device to module |Removed device \d+ for |Ver: )"
+    r"|RAS: Correctable Errors collector initialized"
+    r"|\[Hardware Error\]: Run the above through 'mcelog --ascii'"
+).search
+#: Unparsed candidate lines kept as examples for `parse --stats` and the daemon's log.
+UNPARSED_EXAMPLES_KEPT = 5
 #: feed_block walks every line of a block when at least 1 line in this many is a trace event.
 DENSE_BLOCK_SHARE = 4
 
@@ -62,6 +84,10 @@ class ParseStats:
     events: dict[str, int] = field(default_factory=dict)
     malformed: dict[str, int] = field(default_factory=dict)
     notices: dict[str, int] = field(default_factory=dict)
+    #: Lines with a candidate word (EDAC, Hardware Error, Machine Check, Memory failure, soft
+    #: offline, mce:, RAS:) that no parser accepted, and the first few of them.
+    unparsed_candidates: int = 0
+    unparsed_examples: list[str] = field(default_factory=list)
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -69,6 +95,8 @@ class ParseStats:
             "events": dict(sorted(self.events.items())),
             "malformed": dict(sorted(self.malformed.items())),
             "notices": dict(sorted(self.notices.items())),
+            "unparsed_candidates": self.unparsed_candidates,
+            "unparsed_examples": list(self.unparsed_examples),
         }
 
 
@@ -209,16 +237,37 @@ class LineParser:
             line = line[:MAX_LINE_CHARS]
         if self._mce is not None and self._lineno - self._mce_last > MCE_RECORD_MAX_GAP_LINES:
             self._close_mce(out)
-        if line[:1] == "{":
-            if self.accept_json:
-                self._json(line, out)
+        # A brace-led line that is not JSON is kernel text: the APEI/CPER lines of
+        # drivers/firmware/efi/cper.c start with "{N}[Hardware Error]: " in the journal.
+        if line[:1] == "{" and self.accept_json and self._json(line, out):
             return
         if _HINT_SEARCH(line) is None:
             return
         try:
-            self._dispatch(line.rstrip("\r\n"), out)
+            taken = self._dispatch(line.rstrip("\r\n"), out)
         except Exception:  # untrusted input must never stop the stream; count it and go on
             _bump(self.stats.malformed, "unknown")
+            return
+        # The candidate test only for lines nothing took (rare): it costs a scan of the line.
+        if not taken and _CANDIDATE_SEARCH(line) is not None:
+            self._unparsed(line)
+
+    def _unparsed(self, line: str) -> None:
+        text = line.rstrip("\r\n")
+        if _INFO_SEARCH(text) is not None:
+            _bump(self.stats.notices, "kmsg_info")
+            return
+        stats = self.stats
+        stats.unparsed_candidates += 1
+        if len(stats.unparsed_examples) < UNPARSED_EXAMPLES_KEPT:
+            stats.unparsed_examples.append(text[:300])
+
+    def unparsed_candidates(self) -> int:
+        return self.stats.unparsed_candidates
+
+    def first_unparsed(self) -> str | None:
+        examples = self.stats.unparsed_examples
+        return examples[0] if examples else None
 
     def _emit(self, out: list[Event], event: Event) -> None:
         if not fits_kernel_types(event):
@@ -233,7 +282,9 @@ class LineParser:
         if record is not None:
             self._emit(out, record.to_event())
 
-    def _dispatch(self, line: str, out: list[Event]) -> None:
+    def _dispatch(self, line: str, out: list[Event]) -> bool:
+        """Parse one hinted line; True when some parser took it (an event, a notice, a
+        malformed count, or a line of a machine-check record)."""
         if (
             ": mc_event: " in line
             or "_record: " in line
@@ -254,7 +305,7 @@ class LineParser:
                         events = self.stats.events
                         events[name] = events.get(name, 0) + 1  # the event name is its source
                         out.append(event)
-                    return
+                    return True
         parsed = kmsg.split_prefix(line)
         message = parsed.message
         time = parsed.time
@@ -263,11 +314,10 @@ class LineParser:
 
         hw_body = kmsg.hardware_error_body(message)
         if hw_body is not None:
-            self._mce_line(hw_body, message, time, out)
-            return
+            return self._mce_line(hw_body, message, time, out)
         if kmsg.is_mce_notice(message):
             _bump(self.stats.notices, "kmsg_mce")
-            return
+            return True
         lineno = self._lineno
         outcome = None
         if message.startswith("EDAC MC"):
@@ -275,7 +325,7 @@ class LineParser:
         if outcome is None:
             outcome = kmsg.parse_page_message(message, time, lineno)
         if outcome is None:
-            return
+            return False
         if self._mce is not None:
             self._close_mce(out)
         if outcome.notice:
@@ -284,8 +334,9 @@ class LineParser:
             _bump(self.stats.malformed, outcome.source)
         else:
             self._emit(out, outcome.event)
+        return True
 
-    def _mce_line(self, body: str, message: str, time: float | None, out: list[Event]) -> None:
+    def _mce_line(self, body: str, message: str, time: float | None, out: list[Event]) -> bool:
         if body.startswith("CPU "):
             record = kmsg.start_mce_record(body, self._lineno, time)
             if self._mce is not None:
@@ -293,17 +344,20 @@ class LineParser:
             if record is None:
                 if "Machine Check" in body:
                     _bump(self.stats.malformed, "kmsg_mce")
-                return
+                    return True
+                return False
             self._mce = record
             self._mce_last = self._lineno
-            return
+            return True
         if kmsg.is_mce_notice(message):
             _bump(self.stats.notices, "kmsg_mce")
-            return
+            return True
         if self._mce is not None and kmsg.continue_mce_record(self._mce, body):
             self._mce_last = self._lineno
             if self._mce.complete:
                 self._close_mce(out)
+            return True
+        return False
 
     def _short_time(self, stamp: kmsg.ShortStamp) -> float | None:
         if self._last_month is not None and stamp.month < self._last_month:
@@ -311,18 +365,20 @@ class LineParser:
         self._last_month = stamp.month
         return stamp.epoch_seconds(self._year)
 
-    def _json(self, line: str, out: list[Event]) -> None:
+    def _json(self, line: str, out: list[Event]) -> bool:
+        """Parse a JSON event line; False when the line is not JSON at all."""
         try:
             obj = json.loads(line)
         except ValueError:
-            return  # a brace-led line that is not JSON is just not ours
+            return False
         event = event_from_json(obj, line=self._lineno) if isinstance(obj, dict) else None
         if event is None:
             _bump(self.stats.malformed, "json")
-            return
+            return True
         if self._mce is not None:
             self._close_mce(out)
         self._emit(out, event)
+        return True
 
 
 def live_parser() -> LineParser:

@@ -52,6 +52,11 @@ class EventSource(Protocol):
         """Lines read that could not be used (malformed, too long), since the source began."""
         ...
 
+    def unparsed_candidates(self) -> tuple[int, str | None]:
+        """Lines read with a memory-error word that no parser accepted, since the source
+        began, and the first of them (None when there is none)."""
+        ...
+
     def close(self) -> None: ...
 
 
@@ -69,6 +74,14 @@ class LineParserLike(Protocol):
 
     def malformed_lines(self) -> int:
         """Lines that looked like a known format and did not parse, so far."""
+        ...
+
+    def unparsed_candidates(self) -> int:
+        """Lines with a memory-error word that no parser accepted, so far."""
+        ...
+
+    def first_unparsed(self) -> str | None:
+        """The first such line, if any."""
         ...
 
 

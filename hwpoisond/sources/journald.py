@@ -110,6 +110,8 @@ class JournaldSource:
         self._parser_factory = parser_factory
         self._parser = parser_factory()
         self._lost_malformed = 0
+        self._lost_unparsed = 0
+        self._first_unparsed: str | None = None
         self._reader: Any = None
         self._fd: int | None = None
         self._status = SourceStatus(self.name, False, "not opened yet")
@@ -176,6 +178,10 @@ class JournaldSource:
 
     def parse_failures(self) -> int:
         return self._parser.malformed_lines() + self._lost_malformed
+
+    def unparsed_candidates(self) -> tuple[int, str | None]:
+        first = self._first_unparsed or self._parser.first_unparsed()
+        return self._parser.unparsed_candidates() + self._lost_unparsed, first
 
     def close(self) -> None:
         self._drop_reader()
@@ -263,4 +269,6 @@ class JournaldSource:
         self._reader, self._fd, self._first_entry = None, None, None
         # A fresh parser per opening; what the old one counted stays counted.
         self._lost_malformed += self._parser.malformed_lines()
+        self._lost_unparsed += self._parser.unparsed_candidates()
+        self._first_unparsed = self._first_unparsed or self._parser.first_unparsed()
         self._parser = self._parser_factory()

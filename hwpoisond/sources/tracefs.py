@@ -95,6 +95,8 @@ class TracefsSource:
         self._parser_factory = parser_factory
         self._parser = parser_factory()
         self._lost_malformed = 0
+        self._lost_unparsed = 0
+        self._first_unparsed: str | None = None
         self.instance_name = instance_name
         self.mount_if_absent = mount_if_absent
         self._status = SourceStatus(self.name, False, "not opened yet")
@@ -158,6 +160,10 @@ class TracefsSource:
 
     def parse_failures(self) -> int:
         return self._parser.malformed_lines() + self.lines_too_long + self._lost_malformed
+
+    def unparsed_candidates(self) -> tuple[int, str | None]:
+        first = self._first_unparsed or self._parser.first_unparsed()
+        return self._parser.unparsed_candidates() + self._lost_unparsed, first
 
     def close(self) -> None:
         self._release()
@@ -379,6 +385,8 @@ class TracefsSource:
             self._dir_fd = None
         # A fresh parser per opening; what the old one counted stays counted.
         self._lost_malformed += self._parser.malformed_lines()
+        self._lost_unparsed += self._parser.unparsed_candidates()
+        self._first_unparsed = self._first_unparsed or self._parser.first_unparsed()
         self._parser = self._parser_factory()
         self._partial, self._discarding = b"", False
         self.enabled_events = ()

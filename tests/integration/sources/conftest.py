@@ -30,6 +30,12 @@ class PrefixParser:
     def malformed_lines(self) -> int:
         return 0
 
+    def unparsed_candidates(self) -> int:
+        return 0
+
+    def first_unparsed(self) -> str | None:
+        return None
+
     def feed(self, line: str, lineno: int) -> list[Event]:
         m = _TRACE_PREFIX.match(line)
         if m is None:

@@ -50,6 +50,7 @@ def test_replay_json_contract(tmp_path: Path, capsys: pytest.CaptureFixture[str]
         ],
         "escalations": [],
         "budget_exhausted": False,
+        "unparsed_candidate_lines": 0,
     }
 
 

@@ -300,3 +300,59 @@ def test_the_largest_value_of_each_kernel_type_still_parses() -> None:
         (1, None, (1 << 52) - 1),
     ]
     assert events[1].cpu == 0xFFFFFFFF
+
+
+def test_candidate_lines_no_parser_accepts_are_counted_with_examples() -> None:
+    # Real formats not parsed yet (tests/fixtures/parse/kmsg_mce_v4.x-v6.x.txt: APEI/CPER of
+    # drivers/firmware/efi/cper.c; kmsg_memory_failure_v4.16+.txt: kill_proc()), bare as the
+    # journal stores them (a CPER line then starts with a brace) and with a dmesg prefix.
+    unknown = [
+        "{1}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 0",
+        "[  901.000000] {1}[Hardware Error]: event severity: corrected",
+        "Memory failure: 0x1a2b4: Sending SIGBUS to bash:1234 due to hardware memory corruption",
+        "[    2.000000] RAS: CEC: Invalid pfn: 0x0",
+    ]
+    known = [EDAC_KMSG.format(mc=0, count=1, page="0x1234")]
+    info = [
+        "EDAC MC0: Giving out device to module skx_edac controller Skylake Socket#0 IMC#0: "
+        "DEV 0000:2e:0a.0 (INTERRUPT)",
+        "RAS: Correctable Errors collector initialized.",
+    ]
+    other = ["usb 1-1: new high-speed USB device number 2 using xhci_hcd", "CPU 3 is now offline"]
+    for accept_json in (True, False):
+        parser = LineParser(accept_json=accept_json)
+        events = [e for line in unknown + known + info + other for e in parser.feed(line)]
+        assert [e.source for e in events] == ["kmsg_edac"]
+        assert parser.stats.unparsed_candidates == len(unknown)
+        assert parser.stats.unparsed_examples == [line for line in unknown]
+        assert parser.stats.notices == {"kmsg_info": 2}
+    # The same through the block fast path, and only the first five are kept as examples.
+    parser = LineParser()
+    parser.feed_block("\n".join(other + unknown * 3) + "\n")
+    assert parser.stats.unparsed_candidates == 12
+    assert len(parser.stats.unparsed_examples) == 5
+
+
+def _hwpoisond(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "hwpoisond", *argv], capture_output=True, text=True, check=False
+    )
+
+
+def test_replay_warns_about_lines_it_did_not_understand(tmp_path: Path) -> None:
+    log = tmp_path / "kern.log"
+    log.write_text(
+        "[  901.000000] {1}[Hardware Error]: event severity: corrected\n"
+        + EDAC_KMSG.format(mc=0, count=1, page="0x1234")
+        + "\n"
+    )
+    proc = _hwpoisond("replay", "--json", str(log))
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["unparsed_candidate_lines"] == 1
+    assert "1 line(s) about memory errors were not understood" in proc.stderr
+    stats = _hwpoisond("parse", "--stats", str(log))
+    counts = json.loads(stats.stderr.strip().splitlines()[-1])
+    assert counts["unparsed_candidates"] == 1
+    assert counts["unparsed_examples"] == [
+        "[  901.000000] {1}[Hardware Error]: event severity: corrected"
+    ]
