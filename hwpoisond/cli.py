@@ -28,6 +28,12 @@ _COMMANDS = {
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
+YEAR_HELP = (
+    "year of the first timestamp that has none (syslog, journalctl -o short); default: derived "
+    "from the file's modification time (now, for stdin)"
+)
+
+
 def _common() -> argparse.ArgumentParser:
     """Options every subcommand accepts after its name (DESIGN.md, "Contracts")."""
     common = argparse.ArgumentParser(add_help=False)
@@ -68,11 +74,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("parse", parents=[common], help="parse kernel text into JSON events")
     p.add_argument("files", nargs="*", metavar="FILE", help="input files (default: stdin)")
     p.add_argument("--stats", action="store_true", help="print counts to stderr at the end")
+    p.add_argument("--year", type=int, default=None, help=YEAR_HELP)
 
     p = sub.add_parser(
         "replay", parents=[common], help="run historical logs through the policy (no kernel writes)"
     )
-    p.add_argument("files", nargs="+", metavar="FILE")
+    p.add_argument("files", nargs="+", metavar="FILE", help="input files ('-' is stdin)")
+    p.add_argument("--year", type=int, default=None, help=YEAR_HELP)
     p.add_argument(
         "--policy",
         default=None,

@@ -11,9 +11,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import stat
 import sys
+import time
 from collections.abc import Iterator
-from typing import BinaryIO
+from typing import BinaryIO, TextIO
 
 from hwpoisond import exitcodes
 from hwpoisond.parse import LineParser, event_to_json
@@ -77,17 +79,43 @@ def _parse_stream(stream: BinaryIO, parser: LineParser, label: str) -> None:
         progress.done()
 
 
+#: Years `--year` accepts: what a datetime can hold, after the epoch.
+YEAR_RANGE = range(1970, 10000)
+
+
+def prime_year(parser: LineParser, year: int | None, stream: BinaryIO | TextIO) -> None:
+    """Give `parser` the year of yearless timestamps before it reads `stream`: `year`
+    (`--year`) when given, else the stream's modification time, else now (a pipe)."""
+    if year is not None:
+        parser.set_year(year)
+        return
+    try:
+        st = os.fstat(stream.fileno())
+    except (OSError, ValueError):
+        st = None
+    if st is not None and stat.S_ISREG(st.st_mode):
+        parser.year_from_reference(st.st_mtime, "file modification time")
+    else:
+        parser.year_from_reference(time.time(), "current time (input is not a file)")
+
+
 def main(args: argparse.Namespace) -> int:
     files: list[str] = list(args.files) or ["-"]
     # One parser across all files: several files are one host's logs in order, and `line`
     # numbers continue across them the way `cat a b | hwpoisond parse` would number them.
+    year = getattr(args, "year", None)
+    if year is not None and year not in YEAR_RANGE:
+        print(f"hwpoisond parse: --year {year}: expected 1970 to 9999", file=sys.stderr)
+        return exitcodes.USAGE
     parser = LineParser()
     for name in files:
         if name == "-":
+            prime_year(parser, year, sys.stdin.buffer)
             _parse_stream(sys.stdin.buffer, parser, "stdin")
             continue
         try:
             with open(name, "rb") as stream:
+                prime_year(parser, year, stream)
                 _parse_stream(stream, parser, os.path.basename(name))
         except OSError as e:
             print(f"hwpoisond parse: cannot read {name}: {e.strerror or e}", file=sys.stderr)

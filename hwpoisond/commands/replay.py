@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any, TextIO
 
 from hwpoisond import config, exitcodes
+from hwpoisond.commands.parse import YEAR_RANGE, prime_year
 from hwpoisond.core import policy
 from hwpoisond.core.model import ActionResult, Decision, Event
 from hwpoisond.core.params import BudgetParams, PolicyParams, with_overrides
@@ -67,6 +68,8 @@ class Replay:
     #: Lines with a memory-error word that no parser accepted, and the first few of them.
     unparsed_candidates: int = 0
     unparsed_examples: list[str] = field(default_factory=list)
+    #: "wall clock" and/or "seconds since boot": the time bases of the events fed.
+    time_bases: set[str] = field(default_factory=set)
     _due: float | None = None
     _next_housekeeping: float | None = None
 
@@ -179,8 +182,11 @@ def _blocks(f: TextIO) -> Iterator[str]:
         rest = chunk[cut + 1 :]
 
 
-def replay_file(run: Replay, f: TextIO, progress: Progress | None = None) -> None:
+def replay_file(
+    run: Replay, f: TextIO, progress: Progress | None = None, year: int | None = None
+) -> None:
     parser = LineParser()
+    prime_year(parser, year, f)
     lineno = 1
     for block in _blocks(f):
         run.feed(parser.feed_block(block, lineno))
@@ -188,6 +194,7 @@ def replay_file(run: Replay, f: TextIO, progress: Progress | None = None) -> Non
         if progress is not None:
             progress.update(lineno, f"{parser.stats.lines} lines read")
     run.feed(parser.flush())
+    run.time_bases |= parser.time_bases
     run.unparsed_candidates += parser.stats.unparsed_candidates
     room = UNPARSED_EXAMPLES_KEPT - len(run.unparsed_examples)
     run.unparsed_examples += parser.stats.unparsed_examples[: max(room, 0)]
@@ -251,9 +258,20 @@ def main(args: argparse.Namespace) -> int:
     if not 0.0 <= args.fail_rate <= 1.0:
         print("hwpoisond replay: --fail-rate must be between 0 and 1", file=sys.stderr)
         return exitcodes.USAGE
+    year = getattr(args, "year", None)
+    if year is not None and year not in YEAR_RANGE:
+        print(f"hwpoisond replay: --year {year}: expected 1970 to 9999", file=sys.stderr)
+        return exitcodes.USAGE
+    if args.files.count("-") > 1:
+        print("hwpoisond replay: '-' (stdin) can be given once", file=sys.stderr)
+        return exitcodes.USAGE
     files: list[TextIO] = []
     try:
         for path in args.files:
+            if path == "-":
+                fd = sys.stdin.fileno()
+                files.append(open(fd, encoding="utf-8", errors="replace", closefd=False))  # noqa: SIM115
+                continue
             try:
                 files.append(open(path, encoding="utf-8", errors="replace"))  # noqa: SIM115
             except OSError as e:
@@ -275,7 +293,7 @@ def main(args: argparse.Namespace) -> int:
                 total=_line_count_hint(path),
             )
             try:
-                replay_file(run, f, progress)
+                replay_file(run, f, progress, year)
             except OSError as e:
                 print(f"hwpoisond replay: {path}: {e.strerror or e}", file=sys.stderr)
                 return exitcodes.NOINPUT
@@ -290,6 +308,18 @@ def main(args: argparse.Namespace) -> int:
     finally:
         for f in files:
             f.close()
+    for path, r in runs:
+        if len(r.time_bases) > 1:
+            # Seconds since boot and wall-clock seconds are not one timeline: the policy's
+            # windows over them mean nothing.
+            where = f"{path}: " if path is not None else ""
+            print(
+                f"hwpoisond replay: warning: {where}the input mixes wall-clock times with "
+                "seconds since boot; windows across the two are not meaningful (replay the "
+                "files separately, or use logs with wall-clock times such as journalctl -o "
+                "short-iso)",
+                file=sys.stderr,
+            )
     unparsed = sum(r.unparsed_candidates for _, r in runs)
     if unparsed:
         # The one answer a post-mortem must not get silently: "nothing happened" from a log in

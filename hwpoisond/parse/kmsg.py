@@ -1,9 +1,10 @@
 """Kernel log text: parses kmsg/dmesg/journal lines about memory errors, never reads files.
 
-Prefixes accepted before the message: dmesg "[  123.456789] " (optionally after a "<4>" level),
-`journalctl` short ("Jan 02 03:04:05 host kernel: ", also short-precise) and short-iso
-("2024-01-02T03:04:05+0100 host kernel: ", also short-iso-precise), syslog files that put a dmesg
-timestamp after the journal prefix, and raw messages.
+Prefixes: the message is found wherever it stands in the line (`split_prefix`), so any prefix,
+or several, may precede it: syslog (RFC 3164 with or without a host, RFC 3339 / RFC 5424), every
+`dmesg` time format and `-x`/`-r`, the printk caller id, /dev/kmsg record headers, `journalctl`
+short/-iso/-precise/-monotonic/-full/-unix/with-unit, mail quoting, leading blanks, CRLF. The
+time is taken from the prefix: wall clock first, then a yearless stamp, then seconds since boot.
 
 Messages, with the kernel file that prints them:
 - drivers/edac/edac_mc.c: "EDAC MC%d: %d CE %s%son %s (%s page:0x%lx offset:0x%lx grain:%ld
@@ -31,7 +32,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from hwpoisond.core.model import Event, EventSource, pfn_of
 from hwpoisond.parse.mce import decode_mca
@@ -39,13 +40,37 @@ from hwpoisond.parse.trace import parse_dram_location, split_msg_label
 
 # --- prefixes -------------------------------------------------------------------------------
 
-_DMESG_TS = re.compile(r"^(?:<\d{1,3}>)?\[\s*(\d+\.\d+)\]\s?")
-_ISO_PREFIX = re.compile(
-    r"^(\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(?:[.,]\d{1,9})?(?:Z|[+-]\d{2}:?\d{2})?) \S+ [^\s:]+: "
+#: Where a kernel message this module reads begins, whatever stands before it: the message is
+#: found, not the prefix, so syslog, dmesg, journalctl, /dev/kmsg, mail quoting and vendor
+#: prefixes, alone or stacked, all give the bare message. A start must follow the line's start,
+#: white space or one of `]:;>|` (the ends of the prefixes those tools write).
+_MESSAGE_START = re.compile(
+    r"(?:^|(?<=[\s\]:;>|]))"
+    r"(?:EDAC |mce: |\[Hardware Error\]: |\{\d+\}\[Hardware Error\]: |Memory failure: |MCE:? "
+    r"|[Ss]oft[ _]offline: |Unpoison: |RAS: |Machine check events logged)"
 )
-_SHORT_PREFIX = re.compile(
-    r"^([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d{2}):(\d{2}):(\d{2}(?:\.\d{1,9})?) \S+ [^\s:]+: "
+#: Wall-clock stamps, read in this order. ISO 8601 / RFC 3339 (rsyslog's file format, RFC 5424,
+#: `journalctl -o short-iso[-precise]`, `dmesg --time-format iso` with its decimal comma,
+#: `journalctl -o short-full` "Thu 2025-12-04 14:53:20 UTC", vendor "[date time]").
+_WALL_ISO = re.compile(
+    r"(?<!\d)(\d{4})-(\d{2})-(\d{2})[T ](\d{2}):(\d{2}):(\d{2})(?:[.,](\d{1,9}))?"
+    r"(Z|[+-]\d{2}:?\d{2})?"
 )
+#: `dmesg -T`/`--ctime` (util-linux): "[Fri Dec  4 16:29:56 2026]".
+_WALL_CTIME = re.compile(
+    r"\[[A-Z][a-z]{2} ([A-Z][a-z]{2}) +(\d{1,2}) (\d{2}):(\d{2}):(\d{2}) (\d{4})\]"
+)
+#: `journalctl -o short-unix`: "1764860000.123456 host kernel: ".
+_WALL_UNIX = re.compile(r"^(\d{9,12}\.\d{1,9}) ")
+#: RFC 3164 / `journalctl -o short[-precise]`: "Dec 04 14:53:20[.123456]", no year, no zone.
+_SHORT = re.compile(
+    r"(?<![\w:])([A-Z][a-z]{2}) {1,2}(\d{1,2}) (\d{2}):(\d{2}):(\d{2}(?:\.\d{1,9})?)(?![\d:])"
+)
+#: Seconds since boot: the kernel's "[%5lu.%06lu]" (kernel/printk/printk.c print_time), also
+#: under `dmesg -d` "[ 1523.456789 <    0.000123>]" and `journalctl -o short-monotonic`.
+_MONOTONIC = re.compile(r"\[\s*(\d+\.\d+)(?: <[^>]*>)?\]")
+#: A /dev/kmsg record header "PRI,SEQ,USEC,FLAGS[,…];" (Documentation/ABI/testing/dev-kmsg).
+_KMSG_RECORD = re.compile(r"^\s*\d{1,3},\d+,(\d+),[^;]*;$")
 MONTHS = {
     name: i + 1
     for i, name in enumerate(
@@ -56,7 +81,8 @@ MONTHS = {
 
 @dataclass(frozen=True, slots=True)
 class ShortStamp:
-    """A `journalctl -o short` timestamp: no year and no zone; the caller chooses the year."""
+    """A yearless timestamp (RFC 3164, `journalctl -o short`): no year and no zone; the caller
+    chooses the year."""
 
     month: int
     day: int
@@ -84,42 +110,65 @@ class KmsgLine:
     short: ShortStamp | None = None
 
 
-def _iso_epoch(text: str) -> float | None:
-    text = text.replace(",", ".")
-    if text.endswith("Z"):
-        text = text[:-1] + "+00:00"
+def _iso_epoch(m: re.Match[str]) -> float | None:
+    year, month, day, hour, minute, second, fraction, zone = m.groups()
+    offset = timedelta(0)
+    if zone and zone != "Z":
+        sign = -1 if zone[0] == "-" else 1
+        digits = zone[1:].replace(":", "")
+        offset = sign * timedelta(hours=int(digits[:2]), minutes=int(digits[2:]))
     try:
-        moment = datetime.fromisoformat(text)
+        moment = datetime(
+            int(year), int(month), int(day), int(hour), int(minute), int(second),
+            tzinfo=timezone(offset),
+        )  # fmt: skip
     except ValueError:
         return None
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return moment.timestamp()
+    return moment.timestamp() + (int(fraction) / 10 ** len(fraction) if fraction else 0.0)
+
+
+def _prefix_time(prefix: str) -> tuple[float | None, ShortStamp | None]:
+    """The best timestamp in the text before a message: wall clock (it survives reboots) over a
+    yearless stamp over seconds since boot."""
+    m = _WALL_ISO.search(prefix)
+    if m is not None:
+        return _iso_epoch(m), None
+    m = _WALL_CTIME.search(prefix)
+    if m is not None and m[1] in MONTHS:
+        try:
+            moment = datetime(
+                int(m[6]), MONTHS[m[1]], int(m[2]), int(m[3]), int(m[4]), int(m[5]), tzinfo=UTC
+            )
+        except ValueError:
+            return None, None
+        return moment.timestamp(), None
+    m = _WALL_UNIX.match(prefix.lstrip("> \t"))
+    if m is not None:
+        return float(m[1]), None
+    m = _SHORT.search(prefix)
+    if m is not None and m[1] in MONTHS:
+        return None, ShortStamp(MONTHS[m[1]], int(m[2]), int(m[3]), int(m[4]), float(m[5]))
+    m = _MONOTONIC.search(prefix)
+    if m is not None:
+        return float(m[1]), None
+    m = _KMSG_RECORD.match(prefix)
+    if m is not None:
+        return int(m[1]) / 1e6, None
+    return None, None
 
 
 def split_prefix(line: str) -> KmsgLine:
-    """Strip the journal/syslog and dmesg prefixes. A journal time wins over a dmesg time on the
-    same line: it is wall-clock and survives reboots."""
-    time: float | None = None
-    short: ShortStamp | None = None
-    rest = line
-    if rest[:1].isdigit():
-        m = _ISO_PREFIX.match(rest)
-        if m is not None:
-            time = _iso_epoch(m[1])
-            rest = rest[m.end() :]
-    elif rest[:1].isupper():
-        m = _SHORT_PREFIX.match(rest)
-        if m is not None and m[1] in MONTHS:
-            short = ShortStamp(MONTHS[m[1]], int(m[2]), int(m[3]), int(m[4]), float(m[5]))
-            rest = rest[m.end() :]
-    if rest[:1] in ("[", "<"):
-        m = _DMESG_TS.match(rest)
-        if m is not None:
-            if time is None and short is None:
-                time = float(m[1])
-            rest = rest[m.end() :]
-    return KmsgLine(rest.rstrip(), time, short)
+    """The message and the time of a log line, whatever prefixes it carries. A line with no
+    message start we know is returned whole, without a time: no parser here reads it."""
+    m = _MESSAGE_START.search(line)
+    if m is None:
+        return KmsgLine(line.strip())
+    start = m.start()
+    message = line[start:].rstrip()
+    if start == 0:
+        return KmsgLine(message)
+    time, short = _prefix_time(line[:start])
+    return KmsgLine(message, time, short)
 
 
 # --- outcomes -------------------------------------------------------------------------------

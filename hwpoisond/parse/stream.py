@@ -5,12 +5,13 @@ works out each line's format (trace_pipe, kernel log with any prefix, or the JSO
 parse` prints), assembles multi-line machine-check records, and never raises on bad input: a line
 that looks like one of our formats but does not parse is counted in `stats.malformed`.
 
-Time rules (`Event.time`): trace timestamp (seconds since boot), dmesg timestamp (seconds since
-boot), journal short-iso time (epoch seconds), `time`/`at` of JSON input. `journalctl -o short`
-has no year and no zone: it is read as UTC in `assume_year` (default 2000, a leap year so that
-29 Feb parses), and the year goes up by one each time the month goes backwards (Dec → Jan), so a
-log read in order keeps increasing times. The result is deterministic and only good for comparing
-times within one input, which is all the policy does with them.
+Time rules (`Event.time`): the best stamp on the line, wall clock over seconds since boot (see
+`kmsg.split_prefix`); the trace timestamp; `__REALTIME_TIMESTAMP` of `journalctl -o json`;
+`time`/`at` of our own JSON. A yearless stamp (RFC 3164 syslog, `journalctl -o short`) is read as
+UTC in a year given by `set_year` (`--year`), else derived from when the log was last written
+(`year_from_reference`: a file's mtime), else `assume_year` (2000, a leap year so that 29 Feb
+parses), and `stats` says which; the year goes up by one each time the month goes backwards
+(Dec → Jan), so a log read in order keeps increasing times.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 
 from hwpoisond.core.model import Event
 from hwpoisond.parse import kmsg
@@ -31,6 +33,9 @@ MAX_LINE_CHARS = 8192
 MCE_RECORD_MAX_GAP_LINES = 16
 
 DEFAULT_ASSUME_YEAR = 2000
+#: An event time at or past this (1980-01-01, epoch seconds) is wall clock, below it seconds
+#: since boot (over ten years of uptime).
+WALL_CLOCK_AFTER = 315_532_800.0
 
 # Cheap substring tests, run on every line before any regex. Every format we parse contains one.
 _HINTS = (
@@ -88,6 +93,11 @@ class ParseStats:
     #: offline, mce:, RAS:) that no parser accepted, and the first few of them.
     unparsed_candidates: int = 0
     unparsed_examples: list[str] = field(default_factory=list)
+    #: Timestamps without a year (RFC 3164 syslog, `journalctl -o short`), the year the first
+    #: of them was given, and where that year came from.
+    yearless_timestamps: int = 0
+    first_year: int | None = None
+    year_from: str | None = None
 
     def as_dict(self) -> dict[str, object]:
         return {
@@ -97,6 +107,9 @@ class ParseStats:
             "notices": dict(sorted(self.notices.items())),
             "unparsed_candidates": self.unparsed_candidates,
             "unparsed_examples": list(self.unparsed_examples),
+            "yearless_timestamps": self.yearless_timestamps,
+            "first_year": self.first_year,
+            "year_from": self.year_from,
         }
 
 
@@ -157,9 +170,14 @@ class LineParser:
         self.stats = ParseStats()
         self._lineno = 0
         self._year = assume_year
+        self._year_from = "assumed (no --year given)"
+        #: (year, month) of the moment the log was last written, when the year is to be derived.
+        self._year_reference: tuple[int, int] | None = None
         self._last_month: int | None = None
         self._mce: kmsg.MceRecord | None = None
         self._mce_last = 0  # line number of the open record's last line
+        self._wall_times = False
+        self._boot_times = False
 
     # -- public ----------------------------------------------------------------------------
 
@@ -218,6 +236,21 @@ class LineParser:
             self._lineno = lineno
             self._feed_one(text[start:] if end < 0 else text[start:end], out)
 
+    def set_year(self, year: int) -> None:
+        """Yearless timestamps start in `year` (`--year`)."""
+        self._year, self._year_from, self._year_reference = year, "--year", None
+
+    def year_from_reference(self, epoch_seconds: float, what: str) -> None:
+        """Derive the year of yearless timestamps from when the log was last written (a file's
+        mtime, or now for a pipe): a log ends before that moment, so its first stamp is in that
+        year, or the year before when its month is later than that moment's. Ignored after
+        `set_year` and once a yearless stamp has been read."""
+        if self._year_from == "--year" or self._last_month is not None:
+            return
+        moment = datetime.fromtimestamp(epoch_seconds, UTC)
+        self._year_reference = (moment.year, moment.month)
+        self._year_from = f"{what} ({moment:%Y-%m-%d})"
+
     def record_open(self) -> bool:
         """True while a multi-line machine-check record is being assembled: stopping to read
         here would split it."""
@@ -239,6 +272,8 @@ class LineParser:
             self._close_mce(out)
         # A brace-led line that is not JSON is kernel text: the APEI/CPER lines of
         # drivers/firmware/efi/cper.c start with "{N}[Hardware Error]: " in the journal.
+        if line[:1] == "\x1e":  # journalctl -o json-seq: RFC 7464 record separator
+            line = line[1:]
         if line[:1] == "{" and self.accept_json and self._json(line, out):
             return
         if _HINT_SEARCH(line) is None:
@@ -269,10 +304,27 @@ class LineParser:
         examples = self.stats.unparsed_examples
         return examples[0] if examples else None
 
+    @property
+    def time_bases(self) -> set[str]:
+        """The time bases of the events so far: "wall clock" and/or "seconds since boot"."""
+        bases = set()
+        if self._wall_times:
+            bases.add("wall clock")
+        if self._boot_times:
+            bases.add("seconds since boot")
+        return bases
+
     def _emit(self, out: list[Event], event: Event) -> None:
         if not fits_kernel_types(event):
             _bump(self.stats.malformed, event.source)
             return
+        t = event.time
+        if t is not None:
+            # Ten years of uptime is more than any machine has; a wall clock is past 1980.
+            if t >= WALL_CLOCK_AFTER:
+                self._wall_times = True
+            else:
+                self._boot_times = True
         events = self.stats.events
         events[event.source] = events.get(event.source, 0) + 1
         out.append(event)
@@ -304,14 +356,17 @@ class LineParser:
                     else:
                         events = self.stats.events
                         events[name] = events.get(name, 0) + 1  # the event name is its source
+                        self._boot_times = True  # trace_clock "local": seconds since boot
                         out.append(event)
                     return True
         parsed = kmsg.split_prefix(line)
-        message = parsed.message
         time = parsed.time
         if parsed.short is not None:
             time = self._short_time(parsed.short)
+        return self._message(parsed.message, time, out)
 
+    def _message(self, message: str, time: float | None, out: list[Event]) -> bool:
+        """Parse one bare kernel message; True when some parser took it."""
         hw_body = kmsg.hardware_error_body(message)
         if hw_body is not None:
             return self._mce_line(hw_body, message, time, out)
@@ -360,17 +415,27 @@ class LineParser:
         return False
 
     def _short_time(self, stamp: kmsg.ShortStamp) -> float | None:
-        if self._last_month is not None and stamp.month < self._last_month:
+        stats = self.stats
+        if self._last_month is None:
+            if self._year_reference is not None:
+                year, month = self._year_reference
+                self._year = year - 1 if stamp.month > month else year
+            stats.first_year, stats.year_from = self._year, self._year_from
+        elif stamp.month < self._last_month:
             self._year += 1
         self._last_month = stamp.month
+        stats.yearless_timestamps += 1
         return stamp.epoch_seconds(self._year)
 
     def _json(self, line: str, out: list[Event]) -> bool:
-        """Parse a JSON event line; False when the line is not JSON at all."""
+        """Parse a JSON line: an event `hwpoisond parse` printed, or a journal entry of
+        `journalctl -o json|json-seq`; False when the line is not JSON at all."""
         try:
             obj = json.loads(line)
         except ValueError:
             return False
+        if isinstance(obj, dict) and "MESSAGE" in obj:
+            return self._journal_entry(obj, out)
         event = event_from_json(obj, line=self._lineno) if isinstance(obj, dict) else None
         if event is None:
             _bump(self.stats.malformed, "json")
@@ -379,6 +444,37 @@ class LineParser:
             self._close_mce(out)
         self._emit(out, event)
         return True
+
+    def _journal_entry(self, entry: dict[str, object], out: list[Event]) -> bool:
+        """A `journalctl -o json` entry: its MESSAGE is kernel text, its time the entry's wall
+        clock (__REALTIME_TIMESTAMP, microseconds), else the kernel's monotonic stamp
+        (_SOURCE_MONOTONIC_TIMESTAMP). A message that is not valid UTF-8 is an array of byte
+        values (systemd's JSON output, docs/JOURNAL_EXPORT_FORMATS)."""
+        message = journal_message(entry.get("MESSAGE"))
+        if message is None:
+            _bump(self.stats.malformed, "json")
+            return True
+        time: float | None = None
+        for key, scale in (("__REALTIME_TIMESTAMP", 1e6), ("_SOURCE_MONOTONIC_TIMESTAMP", 1e6)):
+            value = entry.get(key)
+            if isinstance(value, str) and value.isdigit():
+                time = int(value) / scale
+                break
+        if _HINT_SEARCH(message) is None:
+            return True
+        taken = self._message(message.rstrip(), time, out)
+        if not taken and _CANDIDATE_SEARCH(message) is not None:
+            self._unparsed(message)
+        return True
+
+
+def journal_message(value: object) -> str | None:
+    """A journal MESSAGE field as JSON gives it: a string, or a list of byte values."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, list) and all(isinstance(b, int) and 0 <= b <= 255 for b in value):
+        return bytes(value).decode("utf-8", "replace")
+    return None
 
 
 def live_parser() -> LineParser:

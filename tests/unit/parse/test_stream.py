@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -356,3 +358,69 @@ def test_replay_warns_about_lines_it_did_not_understand(tmp_path: Path) -> None:
     assert counts["unparsed_examples"] == [
         "[  901.000000] {1}[Hardware Error]: event severity: corrected"
     ]
+
+
+MF_SHORT = (
+    "{stamp} node17 kernel: Memory failure: 0x1a2b3: recovery action for dirty LRU page: Failed"
+)
+
+
+def test_yearless_stamps_take_the_year_of_the_files_mtime(tmp_path: Path) -> None:
+    log = tmp_path / "kern.log"
+    # A log that crosses New Year and was last written on 2 Jan 2026: it began in 2025.
+    log.write_text(
+        MF_SHORT.format(stamp="Dec 31 23:59:58")
+        + "\n"
+        + MF_SHORT.format(stamp="Jan  1 00:00:02")
+        + "\n"
+    )
+    mtime = datetime(2026, 1, 2, 8, 0, tzinfo=UTC).timestamp()
+    os.utime(log, (mtime, mtime))
+    proc = _hwpoisond("parse", "--stats", str(log))
+    assert proc.returncode == 0, proc.stderr
+    times = [json.loads(line)["time"] for line in proc.stdout.splitlines()]
+    assert times == [
+        datetime(2025, 12, 31, 23, 59, 58, tzinfo=UTC).timestamp(),
+        datetime(2026, 1, 1, 0, 0, 2, tzinfo=UTC).timestamp(),
+    ]
+    stats = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert stats["yearless_timestamps"] == 2
+    assert stats["first_year"] == 2025
+    assert stats["year_from"] == "file modification time (2026-01-02)"
+    proc = _hwpoisond("parse", "--stats", "--year", "2019", str(log))
+    stats = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert (stats["first_year"], stats["year_from"]) == (2019, "--year")
+    assert json.loads(proc.stdout.splitlines()[1])["time"] == (
+        datetime(2020, 1, 1, 0, 0, 2, tzinfo=UTC).timestamp()
+    )
+    bad = _hwpoisond("parse", "--year", "20250", str(log))
+    assert bad.returncode == 2
+    assert "--year 20250: expected 1970 to 9999" in bad.stderr
+
+
+def test_replay_reads_stdin_and_warns_when_time_bases_are_mixed(tmp_path: Path) -> None:
+    boot = tmp_path / "dmesg.txt"
+    boot.write_text(EDAC_KMSG.format(mc=0, count=1, page="0x1234") + "\n")
+    wall = (
+        "2025-12-04T14:53:20+0000 node17 kernel: "
+        + EDAC_KMSG.format(mc=0, count=1, page="0x1234").partition("] ")[2]
+    )
+    proc = subprocess.run(
+        [sys.executable, "-m", "hwpoisond", "replay", "--json", str(boot), "-"],
+        input=wall + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["events"] == 2
+    assert "mixes wall-clock times with seconds since boot" in proc.stderr
+    alone = subprocess.run(
+        [sys.executable, "-m", "hwpoisond", "replay", "--json", "-"],
+        input=wall + "\n",
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert json.loads(alone.stdout)["events"] == 1
+    assert alone.stderr == ""
