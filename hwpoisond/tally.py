@@ -161,6 +161,7 @@ _SOURCE_EVENTS = {
         "kmsg_memory_failure",
         "kmsg_soft_offline",
         "kmsg_cec",
+        "kmsg_cper",
     ),
 }
 

@@ -24,6 +24,7 @@ EventSource = Literal[
     "kmsg_memory_failure",
     "kmsg_soft_offline",
     "kmsg_cec",
+    "kmsg_cper",
 ]
 Severity = Literal["corrected", "uncorrected", "deferred", "fatal", "info"]
 OfflineAction = Literal["soft", "hard", "account"]

@@ -36,7 +36,8 @@ PRESET_NAMES: tuple[PresetName, ...] = (
 #: driver decodes the machine check and emits ras:mc_event; the same text lands in dmesg).
 EDAC_SOURCES = frozenset({"mc_event", "kmsg_edac"})
 MCE_SOURCES = frozenset({"mce_record", "kmsg_mce"})
-ALL_MEMORY_SOURCES = frozenset({*EDAC_SOURCES, *MCE_SOURCES, "extlog_mem_event"})
+#: kmsg_cper: the APEI/CPER memory-error block of firmware-first platforms (parse/cper.py).
+ALL_MEMORY_SOURCES = frozenset({*EDAC_SOURCES, *MCE_SOURCES, "extlog_mem_event", "kmsg_cper"})
 
 
 @dataclass(frozen=True, slots=True)

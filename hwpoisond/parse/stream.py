@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from hwpoisond.core.model import Event
-from hwpoisond.parse import kmsg
+from hwpoisond.parse import cper, kmsg
 from hwpoisond.parse.jsonio import event_from_json
 from hwpoisond.parse.trace import TRACE_PARSERS, split_trace_line
 
@@ -176,6 +176,8 @@ class LineParser:
         self._last_month: int | None = None
         self._mce: kmsg.MceRecord | None = None
         self._mce_last = 0  # line number of the open record's last line
+        self._cper: cper.CperRecord | None = None
+        self._cper_last = 0
         self._wall_times = False
         self._boot_times = False
 
@@ -254,13 +256,12 @@ class LineParser:
     def record_open(self) -> bool:
         """True while a multi-line machine-check record is being assembled: stopping to read
         here would split it."""
-        return self._mce is not None
+        return self._mce is not None or self._cper is not None
 
     def flush(self) -> list[Event]:
         """End of input: emit a machine-check record still being assembled."""
         out: list[Event] = []
-        if self._mce is not None:
-            self._close_mce(out)
+        self._close_open(out)
         return out
 
     # -- dispatch --------------------------------------------------------------------------
@@ -270,6 +271,8 @@ class LineParser:
             line = line[:MAX_LINE_CHARS]
         if self._mce is not None and self._lineno - self._mce_last > MCE_RECORD_MAX_GAP_LINES:
             self._close_mce(out)
+        if self._cper is not None and self._lineno - self._cper_last > MCE_RECORD_MAX_GAP_LINES:
+            self._close_cper(out)
         # A brace-led line that is not JSON is kernel text: the APEI/CPER lines of
         # drivers/firmware/efi/cper.c start with "{N}[Hardware Error]: " in the journal.
         if line[:1] == "\x1e":  # journalctl -o json-seq: RFC 7464 record separator
@@ -329,6 +332,39 @@ class LineParser:
         events[event.source] = events.get(event.source, 0) + 1
         out.append(event)
 
+    def _close_open(self, out: list[Event]) -> None:
+        """Close the records being assembled, before an event that follows them."""
+        if self._mce is not None:
+            self._close_mce(out)
+        if self._cper is not None:
+            self._close_cper(out)
+
+    def _close_cper(self, out: list[Event]) -> None:
+        record, self._cper = self._cper, None
+        if record is None:
+            return
+        events, bad = record.events()
+        for event in events:
+            self._emit(out, event)
+        if bad:
+            self.stats.malformed["kmsg_cper"] = self.stats.malformed.get("kmsg_cper", 0) + bad
+        if not events and not bad:
+            _bump(self.stats.notices, "kmsg_cper")  # a block of another section type
+
+    def _cper_line(self, seq: int, body: str, time: float | None, out: list[Event]) -> bool:
+        record = self._cper
+        if record is not None and (record.seq != seq or cper.is_record_start(body)):
+            self._close_cper(out)
+            record = None
+        if self._mce is not None:
+            self._close_mce(out)
+        if record is None:
+            self._cper = cper.start_record(seq, body, self._lineno, time)
+        else:
+            record.add(body, self._lineno, time)
+        self._cper_last = self._lineno
+        return True
+
     def _close_mce(self, out: list[Event]) -> None:
         record, self._mce = self._mce, None
         if record is not None:
@@ -349,8 +385,8 @@ class LineParser:
                 parser = TRACE_PARSERS.get(name)
                 if parser is not None:
                     event = parser(body, ts, self._lineno)
-                    if self._mce is not None:
-                        self._close_mce(out)
+                    if self._mce is not None or self._cper is not None:
+                        self._close_open(out)
                     if event is None or not fits_kernel_types(event):
                         _bump(self.stats.malformed, name)
                     else:
@@ -367,6 +403,10 @@ class LineParser:
 
     def _message(self, message: str, time: float | None, out: list[Event]) -> bool:
         """Parse one bare kernel message; True when some parser took it."""
+        if message[:1] == "{":
+            split = cper.split_cper_line(message)
+            if split is not None:
+                return self._cper_line(split[0], split[1], time, out)
         hw_body = kmsg.hardware_error_body(message)
         if hw_body is not None:
             return self._mce_line(hw_body, message, time, out)
@@ -381,8 +421,8 @@ class LineParser:
             outcome = kmsg.parse_page_message(message, time, lineno)
         if outcome is None:
             return False
-        if self._mce is not None:
-            self._close_mce(out)
+        if self._mce is not None or self._cper is not None:
+            self._close_open(out)
         if outcome.notice:
             _bump(self.stats.notices, outcome.source)
         elif outcome.event is None:
@@ -440,8 +480,8 @@ class LineParser:
         if event is None:
             _bump(self.stats.malformed, "json")
             return True
-        if self._mce is not None:
-            self._close_mce(out)
+        if self._mce is not None or self._cper is not None:
+            self._close_open(out)
         self._emit(out, event)
         return True
 

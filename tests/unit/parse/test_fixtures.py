@@ -72,6 +72,7 @@ def test_there_is_a_fixture_per_format_generation() -> None:
         "kmsg_memory_failure",
         "kmsg_soft_offline",
         "kmsg_cec",
+        "kmsg_cper",
     }
     assert len([p for p in FILES if p.name.startswith("trace_mce_record")]) == 3
 

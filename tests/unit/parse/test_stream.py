@@ -305,12 +305,13 @@ def test_the_largest_value_of_each_kernel_type_still_parses() -> None:
 
 
 def test_candidate_lines_no_parser_accepts_are_counted_with_examples() -> None:
-    # Real formats not parsed yet (tests/fixtures/parse/kmsg_mce_v4.x-v6.x.txt: APEI/CPER of
-    # drivers/firmware/efi/cper.c; kmsg_memory_failure_v4.16+.txt: kill_proc()), bare as the
-    # journal stores them (a CPER line then starts with a brace) and with a dmesg prefix.
+    # Real formats not parsed yet: the AMD decoder's lines (drivers/edac/mce_amd.c, a real
+    # capture quoted at serverdevworker.com/926365abc) and kill_proc()
+    # (kmsg_memory_failure_v4.16+.txt), bare as the journal stores them and with prefixes.
     unknown = [
-        "{1}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 0",
-        "[  901.000000] {1}[Hardware Error]: event severity: corrected",
+        "[Hardware Error]: Northbridge Error (node 0): DRAM ECC error detected on the NB.",
+        "kernel:[  723.595062] [Hardware Error]: cache level: L3/GEN, mem/io: MEM, mem-tx: RD, "
+        "part-proc: SRC (no timeout)",
         "Memory failure: 0x1a2b4: Sending SIGBUS to bash:1234 due to hardware memory corruption",
         "[    2.000000] RAS: CEC: Invalid pfn: 0x0",
     ]
@@ -344,9 +345,8 @@ def _hwpoisond(*argv: str) -> subprocess.CompletedProcess[str]:
 def test_replay_warns_about_lines_it_did_not_understand(tmp_path: Path) -> None:
     log = tmp_path / "kern.log"
     log.write_text(
-        "[  901.000000] {1}[Hardware Error]: event severity: corrected\n"
-        + EDAC_KMSG.format(mc=0, count=1, page="0x1234")
-        + "\n"
+        "[  723.595042] [Hardware Error]: Northbridge Error (node 0): DRAM ECC error detected "
+        "on the NB.\n" + EDAC_KMSG.format(mc=0, count=1, page="0x1234") + "\n"
     )
     proc = _hwpoisond("replay", "--json", str(log))
     assert proc.returncode == 0, proc.stderr
@@ -356,7 +356,8 @@ def test_replay_warns_about_lines_it_did_not_understand(tmp_path: Path) -> None:
     counts = json.loads(stats.stderr.strip().splitlines()[-1])
     assert counts["unparsed_candidates"] == 1
     assert counts["unparsed_examples"] == [
-        "[  901.000000] {1}[Hardware Error]: event severity: corrected"
+        "[  723.595042] [Hardware Error]: Northbridge Error (node 0): DRAM ECC error detected "
+        "on the NB."
     ]
 
 
