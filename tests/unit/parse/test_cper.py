@@ -6,7 +6,14 @@ cut and altered the way readers and logs cut them.
 
 from __future__ import annotations
 
+import json
+import subprocess
+import sys
+from pathlib import Path
+
 from hwpoisond.parse import LineParser
+
+FIXTURE = Path(__file__).resolve().parents[2] / "fixtures/parse/kmsg_cper_v4.12-v6.x.txt"
 
 BLOCK = [
     "{2}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 2",
@@ -71,3 +78,26 @@ def test_a_new_sequence_number_closes_the_block_before_it() -> None:
     other = [line.replace("{2}", "{3}") for line in BLOCK]
     events, _ = _feed(BLOCK + other)
     assert events == [("kmsg_cper", 0x898B86, "corrected")] * 2
+
+
+def test_the_policy_counts_a_cper_block_and_its_edac_line_once(tmp_path: Path) -> None:
+    capture = (FIXTURE.read_text().split("# 2. ")[1]).split("# 3. ")[0]
+    lines = [line for line in capture.splitlines() if line.startswith("> [")]
+    edac, block = lines[0], lines[1:]
+    assert "EDAC MC0: 1 CE" in edac and len(block) == 11
+    once = tmp_path / "once.log"
+    once.write_text("\n".join([edac, *block]) + "\n")
+    # The same block again one second later: a second error on the page.
+    later = [line.replace("[  375.", "[  376.") for line in block]
+    twice = tmp_path / "twice.log"
+    twice.write_text("\n".join([edac, *block, *later]) + "\n")
+    results = {}
+    for log in (once, twice):
+        proc = subprocess.run(
+            [sys.executable, "-m", "hwpoisond", "replay", "--json", str(log)],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        results[log.name] = json.loads(proc.stdout)["pages_offlined"]
+    assert results == {"once.log": [], "twice.log": [0x898B86]}
