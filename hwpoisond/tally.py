@@ -27,6 +27,8 @@ class Tally:
     errors_by_dimm: Counter[tuple[int | None, str | None, str]] = field(default_factory=Counter)
     offline_actions: Counter[tuple[str, str]] = field(default_factory=Counter)
     kernel_recoveries: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: Processes the kernel signalled or killed over a poisoned page, by how (sigbus, ...).
+    processes_killed: Counter[str] = field(default_factory=Counter)
     escalations_by_dimm: Counter[tuple[int | None, str | None]] = field(default_factory=Counter)
     last_event_by_source: dict[str, float] = field(default_factory=dict)
     database_recoveries: int = 0
@@ -53,6 +55,8 @@ class Tally:
                 self.errors_by_dimm[(ev.mc, ev.label, ev.severity)] += ev.count
         elif ev.kind == "memory_failure":
             self.kernel_recoveries[(_result_word(ev.result), ev.page_type or "unknown")] += 1
+        elif ev.kind == "process_killed":
+            self.processes_killed[ev.result or "unknown"] += 1
 
     def result(self, result: ActionResult) -> None:
         self.offline_actions[(result.action, result.result)] += 1
@@ -114,6 +118,7 @@ class Tally:
                 metrics.KernelRecoveries(result, page_type, n)
                 for (result, page_type), n in sorted(self.kernel_recoveries.items())
             ),
+            processes_killed=tuple(sorted(self.processes_killed.items())),
             retired_pages=len(core_state.retired_pages(policy_state)),
             tracked_pages=core_state.tracked_page_count(policy_state),
             policy_untracked_events=policy_state.untracked_events,

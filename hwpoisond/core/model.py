@@ -13,7 +13,9 @@ from typing import Literal
 PAGE_SIZE_BYTES = 4096
 PAGE_SHIFT = 12
 
-EventKind = Literal["memory_error", "mce", "memory_failure", "soft_offline", "cec_offline"]
+EventKind = Literal[
+    "memory_error", "mce", "memory_failure", "soft_offline", "cec_offline", "process_killed"
+]
 EventSource = Literal[
     "mc_event",
     "mce_record",

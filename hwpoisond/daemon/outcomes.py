@@ -69,6 +69,28 @@ class Outcomes:
         )
         self.triggers.fire("budget_exhausted", {"reason": decision.reason})
 
+    def process_killed(self, ev: Event) -> None:
+        """The kernel signalled or killed a process that used a poisoned page (mm/memory-failure.c
+        kill_proc): the first thing an on-call engineer must learn, logged every time (the
+        kernel prints it once per process and page)."""
+        extra = dict(ev.extra)
+        fields = {
+            "comm": extra.get("comm"),
+            "pid": extra.get("pid"),
+            "action": ev.result,
+            "pfn": None if ev.pfn is None else f"{ev.pfn:#x}",
+        }
+        log.error(
+            "the kernel %s %s (pid %s): it used poisoned page %s",
+            {"sigbus": "sent SIGBUS to", "force_killed": "forcibly killed"}.get(
+                ev.result or "", "killed"
+            ),
+            fields["comm"],
+            fields["pid"],
+            fields["pfn"] or "(unknown)",
+            extra={"message_id": "process_killed", "fields": fields},
+        )
+
     def uncorrected(self, ev: Event) -> None:
         fields = {
             "source": ev.source,

@@ -105,6 +105,8 @@ class Pipeline:
             self.tally.event(ev, now)
             if ev.kind in ("memory_error", "mce") and ev.severity in _UE:
                 self.outcomes.uncorrected(ev)
+            elif ev.kind == "process_killed":
+                self.outcomes.process_killed(ev)
         if self.policy.untracked_events and not self._untracked_logged:
             self._untracked_logged = True
             log.warning(

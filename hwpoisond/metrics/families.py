@@ -299,7 +299,12 @@ def snapshot_parts(snap: MetricsSnapshot) -> tuple[Part, ...]:
         (edac_families, (snap.edac,)),
         (
             kernel_families,
-            (snap.hardware_corrupted_bytes, snap.node_memory_failure, snap.kernel_recoveries),
+            (
+                snap.hardware_corrupted_bytes,
+                snap.node_memory_failure,
+                snap.kernel_recoveries,
+                snap.processes_killed,
+            ),
         ),
         (
             _action_families,

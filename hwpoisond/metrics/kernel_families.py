@@ -100,6 +100,7 @@ def kernel_families(
     hardware_corrupted_bytes: int | None,
     node_memory_failure: tuple[NodeMemoryFailure, ...],
     kernel_recoveries: tuple[KernelRecoveries, ...],
+    processes_killed: tuple[tuple[str, int], ...] = (),
 ) -> Iterator[Family]:
     if hardware_corrupted_bytes is not None:
         yield scalar(
@@ -119,6 +120,13 @@ def kernel_families(
         "Uncorrected errors the kernel's memory_failure() handled, by result and page type.",
         ("result", "page_type"),
         (((label(k.result).lower(), label(k.page_type)), k.count) for k in kernel_recoveries),
+    )
+    yield counter(
+        "processes_killed",
+        "Processes the kernel signalled or killed because they used a poisoned page "
+        "(mm/memory-failure.c kill_proc), by action: sigbus, killed, force_killed.",
+        ("action",),
+        (((label(how),), n) for how, n in processes_killed),
     )
 
 

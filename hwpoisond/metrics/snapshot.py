@@ -256,6 +256,9 @@ class MetricsSnapshot:
     node_memory_failure: tuple[NodeMemoryFailure, ...] = ()
     offline_actions: tuple[OfflineActions, ...] = ()
     kernel_recoveries: tuple[KernelRecoveries, ...] = ()
+    #: (how, count): processes the kernel signalled (sigbus) or killed (killed, force_killed)
+    #: because they used a poisoned page.
+    processes_killed: tuple[tuple[str, int], ...] = ()
     retired_pages: int = 0
     tracked_pages: int = 0
     pages_over_threshold: int = 0

@@ -436,6 +436,23 @@ _MF_ACTION = re.compile(
 _MF_OLD_ACTION = re.compile(
     rf"^(?P<pfn>{_HEX}): (?P<type>.+?) page recovery: (?P<result>[A-Za-z]+)$"
 )
+#: mm/memory-failure.c kill_proc(): "%#lx: Sending SIGBUS to %s:%d due to hardware memory
+#: corruption" (v5.x+), "%#lx: Killing %s:%d due to hardware memory corruption" (before), and
+#: "%#lx: forcibly killing %s:%d because of failure to unmap corrupted page" (collect_procs /
+#: hwpoison_user_mappings); under "Memory failure: " (v4.16+) or "MCE " (before). The comm may
+#: hold ':' or spaces (TASK_COMM_LEN 16), so the pid is the last ":<digits>".
+_MF_KILL = re.compile(
+    rf"^(?P<pfn>{_HEX}): (?P<how>Sending SIGBUS to|Killing|forcibly killing) (?P<comm>.+):"
+    r"(?P<pid>\d+) "
+    r"(?:due to hardware memory corruption|because of failure to unmap corrupted page)$"
+)
+#: arch/x86/kernel/cpu/mcheck/mce.c (v3.x-v4.x): "MCE: Killing %s:%d due to hardware memory
+#: corruption fault at %llx" (the physical address of the error).
+_MCE_KILL = re.compile(
+    r"^MCE: Killing (?P<comm>.+):(?P<pid>\d+) due to hardware memory corruption fault at "
+    r"(?P<addr>[0-9a-fA-F]+)$"
+)
+_KILL_HOW = {"Sending SIGBUS to": "sigbus", "Killing": "killed", "forcibly killing": "force_killed"}
 _MF_ALREADY = re.compile(rf"^(?P<pfn>{_HEX}): already hardware poisoned$")
 _UNPOISONED = re.compile(rf"^Software-unpoisoned (?:free |huge |free huge )?page (?P<pfn>{_HEX})$")
 _SOFT_PFN = re.compile(rf"^(?P<pfn>{_HEX}):? ?(?P<what>.*)$")
@@ -554,6 +571,9 @@ def _memory_failure_body(rest: str, at: tuple[float | None, int | None]) -> Outc
                 result=m["result"].lower(),
             ),
         )
+    m = _MF_KILL.match(rest)
+    if m is not None:
+        return Outcome("kmsg_memory_failure", _kill_event(m, at))
     m = _MF_ALREADY.match(rest)
     if m is not None:
         return Outcome(
@@ -565,6 +585,34 @@ def _memory_failure_body(rest: str, at: tuple[float | None, int | None]) -> Outc
     if "recovery" in rest:
         return _malformed("kmsg_memory_failure")
     return None  # other memory-failure chatter (SIGBUS notes, unhandlable pages, …)
+
+
+def _kill_event(m: re.Match[str], at: tuple[float | None, int | None]) -> Event | None:
+    """A process the kernel signalled or killed because it used a poisoned page: comm and pid
+    are the first question of a post-mortem."""
+    pfn = int(m["pfn"], 16)
+    return _process_event(pfn << 12, pfn, m["comm"], m["pid"], _KILL_HOW[m["how"]], at)
+
+
+def _process_event(
+    phys_addr: int,
+    pfn: int,
+    comm: str,
+    pid: str,
+    how: str,
+    at: tuple[float | None, int | None],
+) -> Event:
+    return Event(
+        "process_killed",
+        "kmsg_memory_failure",
+        None,
+        phys_addr=phys_addr,
+        pfn=pfn,
+        time=at[0],
+        line=at[1],
+        result=how,
+        extra=(("comm", comm), ("pid", pid)),
+    )
 
 
 def parse_page_message(
@@ -579,6 +627,13 @@ def parse_page_message(
         if rest.startswith("Software-unpoisoned") or rest.startswith("0"):
             return _memory_failure_body(rest, at)
         return None
+    if message.startswith("MCE: Killing "):
+        m = _MCE_KILL.match(message)
+        if m is None:
+            return _malformed("kmsg_memory_failure")
+        addr = int(m["addr"], 16)
+        killed = _process_event(addr, pfn_of(addr), m["comm"], m["pid"], "killed", at)
+        return Outcome("kmsg_memory_failure", killed)
     if message.startswith("MCE: Software-unpoisoned"):
         return parse_unpoison(message[len("MCE: ") :], at)
     if message.startswith(("Soft offline: ", "soft offline: ", "soft_offline: ")):

@@ -51,12 +51,15 @@ DedupeKey = tuple[object, ...]
 
 
 def has_counterpart(event: Event) -> bool:
-    return event.source in _COUNTERPART
+    # A process the kernel killed over a poisoned page is only ever in the log.
+    return event.source in _COUNTERPART and event.kind != "process_killed"
 
 
 def dedupe_key(event: Event) -> DedupeKey | None:
     """What two copies of one error share; None for sources with no counterpart."""
     family = _FAMILY.get(event.source)
+    if event.kind == "process_killed":
+        return None
     if family == "edac":
         where: object = event.phys_addr if event.phys_addr is not None else event.label
         return (family, event.mc, event.severity, event.count, where)

@@ -13,12 +13,24 @@ from pathlib import Path
 from tests.integration.daemonproc import DaemonProcess
 from tests.integration.sources.test_journald import BOOT, EDAC_LINE, Journal
 
-# Real message formats the parsers do not read yet (tests/fixtures/parse: the APEI/CPER block
-# of drivers/firmware/efi/cper.c, v6.x, and mm/memory-failure.c kill_proc(), v4.16+).
+# Real lines the parsers do not read yet: drivers/edac/mce_amd.c's decoder output (a capture
+# quoted at serverdevworker.com/926365abc) and a 2.6-era console machine check without
+# "[Hardware Error]" (serverdevworker.com/6966c0587).
 NOT_UNDERSTOOD = (
-    "{1}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 0",
-    "{1}[Hardware Error]: event severity: corrected",
-    "Memory failure: 0x1a2b4: Sending SIGBUS to bash:1234 due to hardware memory corruption",
+    "[Hardware Error]: Northbridge Error (node 0): DRAM ECC error detected on the NB.",
+    "[Hardware Error]: cache level: L3/GEN, mem/io: MEM, mem-tx: RD, part-proc: SRC (no timeout)",
+    "CPU 0: Machine Check Exception: 0 Bank 5: 8c00004000010090",
+)
+# Lines it does read, from tests/fixtures/parse (real captures): a CPER memory-error block and
+# the process the error killed.
+UNDERSTOOD = (
+    "{1}[Hardware Error]: Hardware error from APEI Generic Hardware Error Source: 8",
+    "{1}[Hardware Error]: event severity: recoverable",
+    "{1}[Hardware Error]:  Error 0, type: recoverable",
+    "{1}[Hardware Error]:   section_type: memory error",
+    "{1}[Hardware Error]:   physical_address: 0x0000000040fa6000",
+    "{1}[Hardware Error]:   error_type: 0, unknown",
+    "Memory failure: 0x40fa6: Killing mca-recover:1296 due to hardware memory corruption",
 )
 UNPARSED = re.compile(
     r'^hwpoisond_parse_candidate_lines_unparsed_total\{source="journald"\} (\S+)$', re.M
@@ -44,7 +56,7 @@ def test_lines_nobody_parses_are_counted_logged_once_and_shown(tmp_path: Path) -
     (root / "proc/sys/kernel/random/boot_id").write_text(f"{BOOT}\n")
     (root / "sys").mkdir()
     journal = Journal(root)
-    journal.write([EDAC_LINE, *NOT_UNDERSTOOD, "usb 1-1: new high-speed USB device"])
+    journal.write([EDAC_LINE, *NOT_UNDERSTOOD, "usb 1-1: new high-speed USB device", *UNDERSTOOD])
     textfile = tmp_path / "textfile"
     textfile.mkdir()
     cfg = tmp_path / "hwpoisond.toml"
@@ -59,10 +71,19 @@ def test_lines_nobody_parses_are_counted_logged_once_and_shown(tmp_path: Path) -
         assert _wait_for_count(prom, len(NOT_UNDERSTOOD)) == len(NOT_UNDERSTOOD)
         journal.write([NOT_UNDERSTOOD[2]])  # one more: counted, not logged again
         assert _wait_for_count(prom, len(NOT_UNDERSTOOD) + 1) == len(NOT_UNDERSTOOD) + 1
+        text = prom.read_text()
         assert d.stop() == 0
         err = d.stderr()
     assert err.count("a line about memory errors that no parser understands") == 1, err
-    assert "Hardware error from APEI" in err
+    assert "Northbridge Error (node 0)" in err
+    assert re.search(r'^hwpoisond_processes_killed_total\{action="killed"\} 1\.0$', text, re.M)
+    cper = re.search(
+        r'^hwpoisond_memory_errors_total\{error_severity="uncorrected",source="kmsg_cper"\} (\S+)$',
+        text,
+        re.M,
+    )
+    assert cper is not None and float(cper[1]) >= 1, text
+    assert "the kernel killed mca-recover (pid 1296): it used poisoned page 0x40fa6" in err
     status = subprocess.run(
         [sys.executable, "-m", "hwpoisond", "status", "--state-dir", str(state)],
         capture_output=True,

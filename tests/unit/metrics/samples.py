@@ -119,6 +119,7 @@ def populated_snapshot() -> MetricsSnapshot:
             KernelRecoveries("Recovered", "free buddy page", 1),
             KernelRecoveries("Failed", "reserved kernel page", 1),
         ),
+        processes_killed=(("killed", 1), ("sigbus", 2)),
         retired_pages=3,
         tracked_pages=120,
         pages_over_threshold=2,

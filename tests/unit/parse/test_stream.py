@@ -306,13 +306,13 @@ def test_the_largest_value_of_each_kernel_type_still_parses() -> None:
 
 def test_candidate_lines_no_parser_accepts_are_counted_with_examples() -> None:
     # Real formats not parsed yet: the AMD decoder's lines (drivers/edac/mce_amd.c, a real
-    # capture quoted at serverdevworker.com/926365abc) and kill_proc()
-    # (kmsg_memory_failure_v4.16+.txt), bare as the journal stores them and with prefixes.
+    # capture quoted at serverdevworker.com/926365abc) and a 2.6-era console machine check
+    # without "[Hardware Error]" (serverdevworker.com/6966c0587), bare and with prefixes.
     unknown = [
         "[Hardware Error]: Northbridge Error (node 0): DRAM ECC error detected on the NB.",
         "kernel:[  723.595062] [Hardware Error]: cache level: L3/GEN, mem/io: MEM, mem-tx: RD, "
         "part-proc: SRC (no timeout)",
-        "Memory failure: 0x1a2b4: Sending SIGBUS to bash:1234 due to hardware memory corruption",
+        "CPU 0: Machine Check Exception: 0 Bank 5: 8c00004000010090",
         "[    2.000000] RAS: CEC: Invalid pfn: 0x0",
     ]
     known = [EDAC_KMSG.format(mc=0, count=1, page="0x1234")]
