@@ -425,3 +425,20 @@ def test_replay_reads_stdin_and_warns_when_time_bases_are_mixed(tmp_path: Path) 
     )
     assert json.loads(alone.stdout)["events"] == 1
     assert alone.stderr == ""
+
+
+def test_64_bit_registers_are_hex_strings_in_json_and_read_back() -> None:
+    # The qemu-guest capture of kmsg_mce_v4.x-v6.x.txt (Debian 12, 6.1): MCi_STATUS is above
+    # 2^53, where a JSON number would be rounded by jq.
+    record = [
+        "mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank 7: 9c0000000008009f",
+        "mce: [Hardware Error]: TSC 0 ADDR 7654000 MISC 86 ",
+        "mce: [Hardware Error]: PROCESSOR 0:806f8 TIME 1714979290 SOCKET 0 APIC 0 microcode 1",
+    ]
+    parser = LineParser()
+    (event,) = [e for line in record for e in parser.feed(line)] + parser.flush()
+    obj = event_to_json(event)
+    assert obj["status"] == "0x9c0000000008009f"
+    text = json.dumps(obj)
+    assert "11240984669917282463" not in text
+    assert event_from_json(json.loads(text)) == event
