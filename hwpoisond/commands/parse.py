@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sqlite3
 import stat
 import sys
 import time
@@ -18,6 +19,7 @@ from collections.abc import Iterator
 from typing import BinaryIO, TextIO
 
 from hwpoisond import exitcodes
+from hwpoisond.commands.rasdb import RasdaemonDbError, is_sqlite, read_rasdaemon_db
 from hwpoisond.parse import LineParser, event_to_json
 from hwpoisond.parse.stream import MAX_LINE_CHARS
 from hwpoisond.progress import Progress
@@ -99,6 +101,27 @@ def prime_year(parser: LineParser, year: int | None, stream: BinaryIO | TextIO) 
         parser.year_from_reference(time.time(), "current time (input is not a file)")
 
 
+def _parse_db(name: str, parser: LineParser) -> bool:
+    """Print the events of a rasdaemon database; count them (and rows that do not convert)
+    in the parser's stats. False, after saying why, when it cannot be read."""
+    try:
+        db = read_rasdaemon_db(name)
+    except (RasdaemonDbError, sqlite3.Error) as e:
+        print(
+            f"hwpoisond parse: {name}: cannot read it as rasdaemon's database: {e}", file=sys.stderr
+        )
+        return False
+    _print([event_to_json(e) for e in parser.flush()])
+    _print([event_to_json(e) for e in db.events])
+    stats = parser.stats
+    for event in db.events:
+        stats.events[event.source] = stats.events.get(event.source, 0) + 1
+    for table, n in db.malformed.items():
+        key = f"rasdaemon_{table}"
+        stats.malformed[key] = stats.malformed.get(key, 0) + n
+    return True
+
+
 def main(args: argparse.Namespace) -> int:
     files: list[str] = list(args.files) or ["-"]
     # One parser across all files: several files are one host's logs in order, and `line`
@@ -112,6 +135,10 @@ def main(args: argparse.Namespace) -> int:
         if name == "-":
             prime_year(parser, year, sys.stdin.buffer)
             _parse_stream(sys.stdin.buffer, parser, "stdin")
+            continue
+        if is_sqlite(name):
+            if not _parse_db(name, parser):
+                return exitcodes.NOINPUT
             continue
         try:
             with open(name, "rb") as stream:

@@ -13,6 +13,7 @@ import argparse
 import errno
 import json
 import os
+import sqlite3
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,7 @@ from typing import Any, TextIO
 
 from hwpoisond import config, exitcodes
 from hwpoisond.commands.parse import YEAR_RANGE, prime_year
+from hwpoisond.commands.rasdb import RasdaemonDbError, is_sqlite, read_rasdaemon_db
 from hwpoisond.core import policy
 from hwpoisond.core.model import ActionResult, Decision, Event
 from hwpoisond.core.params import BudgetParams, PolicyParams, with_overrides
@@ -200,6 +202,30 @@ def replay_file(
     run.unparsed_examples += parser.stats.unparsed_examples[: max(room, 0)]
 
 
+def replay_db(run: Replay, path: str) -> bool:
+    """Feed a rasdaemon database's events to `run`; False (after saying why) when it cannot be
+    read. Rows that do not convert are reported on stderr, never dropped in silence."""
+    try:
+        db = read_rasdaemon_db(path)
+    except (RasdaemonDbError, sqlite3.Error) as e:
+        print(
+            f"hwpoisond replay: {path}: cannot read it as rasdaemon's database: {e}",
+            file=sys.stderr,
+        )
+        return False
+    run.feed(db.events)
+    if db.events:
+        run.time_bases.add("wall clock")
+    bad = sum(db.malformed.values())
+    if bad:
+        print(
+            f"hwpoisond replay: warning: {path}: {bad} rasdaemon row(s) could not be read and "
+            f"are not in this result (first: {db.first_malformed})",
+            file=sys.stderr,
+        )
+    return True
+
+
 def _line_count_hint(path: str) -> int | None:
     """An estimate of a file's lines for the progress bar (size / 150 bytes, a trace line's
     typical length); None for pipes and when the bar would not be shown."""
@@ -265,9 +291,12 @@ def main(args: argparse.Namespace) -> int:
     if args.files.count("-") > 1:
         print("hwpoisond replay: '-' (stdin) can be given once", file=sys.stderr)
         return exitcodes.USAGE
-    files: list[TextIO] = []
+    files: list[TextIO | None] = []  # None: a rasdaemon database, read by replay_db
     try:
         for path in args.files:
+            if path != "-" and is_sqlite(path):
+                files.append(None)
+                continue
             if path == "-":
                 fd = sys.stdin.fileno()
                 files.append(open(fd, encoding="utf-8", errors="replace", closefd=False))  # noqa: SIM115
@@ -293,7 +322,11 @@ def main(args: argparse.Namespace) -> int:
                 total=_line_count_hint(path),
             )
             try:
-                replay_file(run, f, progress, year)
+                if f is None:
+                    if not replay_db(run, path):
+                        return exitcodes.NOINPUT
+                else:
+                    replay_file(run, f, progress, year)
             except OSError as e:
                 print(f"hwpoisond replay: {path}: {e.strerror or e}", file=sys.stderr)
                 return exitcodes.NOINPUT
@@ -307,7 +340,8 @@ def main(args: argparse.Namespace) -> int:
             runs.append((None, run))
     finally:
         for f in files:
-            f.close()
+            if f is not None:
+                f.close()
     for path, r in runs:
         if len(r.time_bases) > 1:
             # Seconds since boot and wall-clock seconds are not one timeline: the policy's

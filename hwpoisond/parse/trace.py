@@ -271,7 +271,7 @@ def parse_mce_record(body: str, time: float | None = None, line: int | None = No
             ("socket", socket),
             ("apicid", apic),
         ]
-        return _mce_event(
+        return mce_record_event(
             time, line, int(cpu), int(bank), int(status, 16), int(addr, 16), int(misc, 16),
             int(ipid, 16), int(vendor), extra,
         )  # fmt: skip
@@ -303,7 +303,7 @@ def parse_mce_record(body: str, time: float | None = None, line: int | None = No
             ("ppin", ppin),
             ("microcode", ucode),
         ]
-        return _mce_event(
+        return mce_record_event(
             time, line, int(cpu), int(bank), int(status, 16), int(addr, 16), int(misc, 16),
             int(ipid, 16), int(vendor), extra,
         )  # fmt: skip
@@ -337,10 +337,10 @@ def _parse_mce_items(items: dict[str, str], time: float | None, line: int | None
     except (KeyError, ValueError, StopIteration):
         return None
     extra = [(name, items[key]) for name, key in _MCE_EXTRA_ITEMS if key in items]
-    return _mce_event(time, line, cpu, bank, status, addr, misc, ipid, vendor, extra)
+    return mce_record_event(time, line, cpu, bank, status, addr, misc, ipid, vendor, extra)
 
 
-def _mce_event(
+def mce_record_event(  # one machine check as `mce_record` carries it (also rasdaemon's table)
     time: float | None,
     line: int | None,
     cpu: int,
