@@ -123,6 +123,19 @@ def _parse_db(name: str, parser: LineParser) -> bool:
 
 
 def main(args: argparse.Namespace) -> int:
+    try:
+        return _main(args)
+    except BrokenPipeError:
+        # `parse big.log | head -1`: the reader has what it wanted; a closed stdout is not an
+        # input error. Point stdout at /dev/null so the interpreter's final flush stays quiet
+        # (the Python documentation's advice for SIGPIPE).
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return exitcodes.OK
+
+
+def _main(args: argparse.Namespace) -> int:
     files: list[str] = list(args.files) or ["-"]
     # One parser across all files: several files are one host's logs in order, and `line`
     # numbers continue across them the way `cat a b | hwpoisond parse` would number them.
@@ -144,6 +157,8 @@ def main(args: argparse.Namespace) -> int:
             with open(name, "rb") as stream:
                 prime_year(parser, year, stream)
                 _parse_stream(stream, parser, os.path.basename(name))
+        except BrokenPipeError:
+            raise
         except OSError as e:
             print(f"hwpoisond parse: cannot read {name}: {e.strerror or e}", file=sys.stderr)
             return exitcodes.NOINPUT

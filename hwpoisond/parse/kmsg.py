@@ -108,6 +108,7 @@ class KmsgLine:
     message: str
     time: float | None = None
     short: ShortStamp | None = None
+    start: int = 0  # where the message starts in the line
 
 
 def _iso_epoch(m: re.Match[str]) -> float | None:
@@ -160,15 +161,22 @@ def _prefix_time(prefix: str) -> tuple[float | None, ShortStamp | None]:
 def split_prefix(line: str) -> KmsgLine:
     """The message and the time of a log line, whatever prefixes it carries. A line with no
     message start we know is returned whole, without a time: no parser here reads it."""
-    m = _MESSAGE_START.search(line)
+    return next_message(line, 0) or KmsgLine(line.strip())
+
+
+def next_message(line: str, pos: int) -> KmsgLine | None:
+    """The first message start at or after `pos`, with the time of what precedes it; None when
+    there is none. A prefix may itself hold a start ("mce: " as a host or tag name): the caller
+    tries the next one when a message does not parse."""
+    m = _MESSAGE_START.search(line, pos)
     if m is None:
-        return KmsgLine(line.strip())
+        return None
     start = m.start()
     message = line[start:].rstrip()
     if start == 0:
         return KmsgLine(message)
     time, short = _prefix_time(line[:start])
-    return KmsgLine(message, time, short)
+    return KmsgLine(message, time, short, start)
 
 
 # --- outcomes -------------------------------------------------------------------------------

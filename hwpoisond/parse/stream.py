@@ -395,11 +395,17 @@ class LineParser:
                         self._boot_times = True  # trace_clock "local": seconds since boot
                         out.append(event)
                     return True
-        parsed = kmsg.split_prefix(line)
-        time = parsed.time
-        if parsed.short is not None:
-            time = self._short_time(parsed.short)
-        return self._message(parsed.message, time, out)
+        parsed: kmsg.KmsgLine | None = kmsg.split_prefix(line)
+        while parsed is not None:
+            time = parsed.time
+            if parsed.short is not None:
+                time = self._short_time(parsed.short)
+            if self._message(parsed.message, time, out):
+                return True
+            # Not a message we read: maybe the prefix only looked like one (a host named
+            # "mce:"); try the next start in the line.
+            parsed = kmsg.next_message(line, parsed.start + 1)
+        return False
 
     def _message(self, message: str, time: float | None, out: list[Event]) -> bool:
         """Parse one bare kernel message; True when some parser took it."""

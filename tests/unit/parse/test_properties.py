@@ -12,7 +12,7 @@ import re
 from collections.abc import Callable
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from hwpoisond.core.model import DramLocation, Event
@@ -423,3 +423,47 @@ def test_event_json_round_trip(event: Event) -> None:
             **{**{f: getattr(expected, f) for f in expected.__slots__}, "dram": DramLocation()}
         )
     assert back == expected
+
+
+# Bare kernel messages of real captures (tests/fixtures/parse; the 6.1 guest capture for the
+# memory failure and the machine-check notice).
+BARE_MESSAGES = (
+    "EDAC MC0: 1 CE memory read error on CPU_SrcID#0_MC#0_Chan#0_DIMM#0 (channel:0 slot:0 "
+    "page:0x12345 offset:0x678 grain:32 syndrome:0x0 - err_code:0x0000:0x009f "
+    "ProcessorSocketId:0x0 MemoryControllerId:0x0 PhysicalRankId:0x1 Row:0x2a Column:0x10 "
+    "Bank:0x3 BankGroup:0x1)",
+    "Memory failure: 0x3ff1f: recovery action for free buddy page: Recovered",
+    "RAS: Soft-offlining pfn: 0x2abcdef",
+    "Memory failure: 0x40fa6: Killing mca-recover:1296 due to hardware memory corruption",
+)
+# Text any prefix may hold: everything printable but line ends (and the record separator
+# json-seq uses), so host names, tags, stamps and quoting of every shape are drawn.
+PREFIX_TEXT = st.text(
+    st.characters(blacklist_categories=("Cs", "Cc"), blacklist_characters="\n\r\x1e"),
+    max_size=60,
+)
+
+
+def _events_without_time(line: str) -> list[dict[str, object]]:
+    parser = LineParser()
+    events = parser.feed(line) + parser.flush()
+    out = []
+    for e in events:
+        obj = event_to_json(e)
+        del obj["time"], obj["line"]
+        out.append(obj)
+    return out
+
+
+@SETTINGS
+@given(prefix=PREFIX_TEXT, which=st.sampled_from(range(len(BARE_MESSAGES))))
+# A prefix holding a message start of its own (a host named after a kernel prefix).
+@example(prefix="Dec  4 14:53:20 mce: kernel: [ 12.5]", which=0)
+@example(prefix="> RAS: EDAC ", which=1)
+def test_a_random_prefix_never_loses_a_message_nor_invents_one(prefix: str, which: int) -> None:
+    message = BARE_MESSAGES[which]
+    want = _events_without_time(message)
+    assert len(want) == 1
+    assert _events_without_time(f"{prefix} {message}") == want
+    # The prefix alone is not an error report (it is drawn from no message's words).
+    assert _events_without_time(prefix) == []

@@ -442,3 +442,22 @@ def test_64_bit_registers_are_hex_strings_in_json_and_read_back() -> None:
     text = json.dumps(obj)
     assert "11240984669917282463" not in text
     assert event_from_json(json.loads(text)) == event
+
+
+def test_parse_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
+    # `hwpoisond parse big.log | head -1`: the reader takes one line and closes the pipe.
+    log = tmp_path / "big.log"
+    log.write_text((EDAC_KMSG.format(mc=0, count=1, page="0x1234") + "\n") * 200_000)
+    with subprocess.Popen(
+        [sys.executable, "-m", "hwpoisond", "parse", str(log)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    ) as proc:
+        assert proc.stdout is not None and proc.stderr is not None
+        first = proc.stdout.readline()
+        proc.stdout.close()
+        err = proc.stderr.read()
+        code = proc.wait(timeout=60)
+    assert json.loads(first)["pfn"] == 0x1234
+    assert (code, err) == (0, "")
