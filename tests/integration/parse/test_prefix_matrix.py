@@ -30,7 +30,8 @@ from typing import Any
 import pytest
 
 from hwpoisond.core.model import Event
-from hwpoisond.parse import LineParser, event_to_json
+from hwpoisond.parse import LineParser
+from tests.parsehelp import without_time
 
 ROOT = Path(__file__).resolve().parents[3]
 CAPTURE = ROOT / "tests/e2e/captures/6.1.0-56-amd64/dmesg.txt"
@@ -70,15 +71,6 @@ def _parse(lines: list[str], *, block: bool) -> tuple[list[Event], LineParser]:
     else:
         events = [e for n, s in enumerate(lines, 1) for e in parser.feed(s, n)]
     return events + parser.flush(), parser
-
-
-def _without_time(events: list[Event]) -> list[dict[str, Any]]:
-    out = []
-    for e in events:
-        obj = event_to_json(e)
-        del obj["time"], obj["line"]
-        out.append(obj)
-    return out
 
 
 def _iso(t: float, sep: str = "T", fraction: bool = True) -> str:
@@ -171,7 +163,7 @@ def reference() -> Reference:
     kinds = {e.source for e in events}
     # The matrix is only worth something if the messages carry events of every kernel-text kind.
     assert {"kmsg_edac", "kmsg_mce", "kmsg_memory_failure", "kmsg_soft_offline"} <= kinds
-    return _without_time(events), events, parser
+    return without_time(events), events, parser
 
 
 @pytest.fixture(scope="module")
@@ -222,7 +214,7 @@ def _check(
     want, want_events, want_parser = reference
     for block in (False, True):
         got, parser = _parse(lines, block=block)
-        assert _without_time(got) == want, f"{name} (block={block})"
+        assert without_time(got) == want, f"{name} (block={block})"
         assert parser.stats.malformed == want_parser.stats.malformed, name
         assert parser.stats.unparsed_candidates == want_parser.stats.unparsed_candidates, (
             name,

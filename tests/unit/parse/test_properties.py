@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from hwpoisond.core.model import DramLocation, Event
 from hwpoisond.parse import LineParser, event_from_json, event_to_json, kmsg, trace
 from hwpoisond.parse.mce import decode_mca
+from tests.parsehelp import without_time
 
 MAX_EXAMPLES = int(os.environ.get("HWPOISOND_HYPOTHESIS_MAX", "300"))
 SETTINGS = settings(
@@ -446,13 +447,7 @@ PREFIX_TEXT = st.text(
 
 def _events_without_time(line: str) -> list[dict[str, object]]:
     parser = LineParser()
-    events = parser.feed(line) + parser.flush()
-    out = []
-    for e in events:
-        obj = event_to_json(e)
-        del obj["time"], obj["line"]
-        out.append(obj)
-    return out
+    return without_time(parser.feed(line) + parser.flush())
 
 
 @SETTINGS
