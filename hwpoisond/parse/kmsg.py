@@ -266,7 +266,7 @@ def parse_edac(message: str, time: float | None = None, line: int | None = None)
         inner = _EDAC_INNER.match(body[paren + 2 : -1])
         parts = split_msg_label(m["rest"])
         if inner is None or parts is None:
-            return _malformed("kmsg_edac")
+            return _edac_without_detail(mc, body, time, line)
         msg, label = parts
         return Outcome(
             "kmsg_edac",
@@ -307,10 +307,40 @@ def parse_edac(message: str, time: float | None = None, line: int | None = None)
                 line,
             ),
         )
+    if _EDAC_HEAD.match(body) is not None:
+        return _edac_without_detail(mc, body, time, line)
     # Looks like a CE/UE report but did not parse: say so rather than drop it silently.
     if re.match(r"^(?:\d+ )?[CU]E ", body):
         return _malformed("kmsg_edac")
     return None
+
+
+def _edac_without_detail(mc: int, body: str, time: float | None, line: int | None) -> Outcome:
+    """A v3.5+ report whose "(location page:… offset:… grain:…)" detail is missing, cut short
+    or redacted (a forum post, a 1 KiB printk limit, "page:0xXXXX"): still an error of this
+    severity and count on this controller and DIMM, without an address. The address is never
+    salvaged from a damaged detail: a cut hex number names another page."""
+    head = _EDAC_HEAD.match(body)
+    if head is None:
+        return _malformed("kmsg_edac")
+    rest, sep, tail = head["rest"].partition(" (")
+    parts = split_msg_label(rest)
+    msg, label = parts if parts is not None else (rest.strip(), "")
+    return Outcome(
+        "kmsg_edac",
+        Event(
+            "memory_error",
+            "kmsg_edac",
+            "corrected" if head["type"] == "CE" else "uncorrected",
+            count=int(head["count"]),
+            time=time,
+            line=line,
+            mc=mc,
+            label=label or None,
+            msg=msg or None,
+            extra=(("detail_unparsed", tail[:200]),) if sep else (("detail", "missing"),),
+        ),
+    )
 
 
 # --- mce: [Hardware Error] records ------------------------------------------------------------

@@ -37,7 +37,7 @@ def test_malformed_lines_are_counted_not_raised() -> None:
             "  x-1 [000] d.h1. 1.0: mce_record: CPU: zero, MC7: nothex",
             "  x-1 [000] d.h1. 1.0: mc_event: 1 Corrected error: on X (mc:0 location:bad)",
             "  x-1 [000] d.h1. 1.0: memory_failure_event: pfn zz: recovery action for x: y",
-            "EDAC MC0: 1 CE memory read error on DIMM (channel:0 no page here)",
+            'EDAC MC0: CE page 0xzz, offset 0x0, grain 8, row 0, labels "": x',
             "mce: [Hardware Error]: CPU 0: Machine Check: 0 Bank x: zz",
             "Memory failure: 0x12: recovery action for a page: ",
             "RAS: Soft-offlining pfn: 0xnothex",
@@ -54,6 +54,27 @@ def test_malformed_lines_are_counted_not_raised() -> None:
         "kmsg_cec": 1,
     }
     assert parser.stats.lines == 7
+
+
+def test_edac_reports_without_a_usable_detail_are_events_without_an_address() -> None:
+    # The first as quoted from a real 2015 report (serverdevworker.com/6966c0587); then the
+    # v5.7+ format (kmsg_edac_v5.7+.txt) cut short, and with its page redacted.
+    events, parser = run(
+        [
+            "EDAC MC0: 1 CE memory read error",
+            "EDAC MC0: 2 CE memory read error on CPU_SrcID#0_MC#0_Chan#0_DIMM#0 (channel:0 "
+            "slot:0 page:0x12",
+            "EDAC MC1: 1 UE memory read error on DIMM_A1 (channel:0 slot:0 page:0xXXXXX "
+            "offset:0x0 grain:32)",
+        ]
+    )
+    assert [(e.mc, e.severity, e.count, e.label, e.msg, e.pfn) for e in events] == [
+        (0, "corrected", 1, None, "memory read error", None),
+        (0, "corrected", 2, "CPU_SrcID#0_MC#0_Chan#0_DIMM#0", "memory read error", None),
+        (1, "uncorrected", 1, "DIMM_A1", "memory read error", None),
+    ]
+    assert dict(events[1].extra) == {"detail_unparsed": "channel:0 slot:0 page:0x12"}
+    assert parser.stats.malformed == {}
 
 
 def test_mce_record_line_is_its_first_line_and_it_closes_at_processor() -> None:
