@@ -144,26 +144,43 @@ def _main(args: argparse.Namespace) -> int:
         print(f"hwpoisond parse: --year {year}: expected 1970 to 9999", file=sys.stderr)
         return exitcodes.USAGE
     parser = LineParser()
+    per_file: list[dict[str, object]] = []
     for name in files:
+        before = _totals(parser)
         if name == "-":
             prime_year(parser, year, sys.stdin.buffer)
             _parse_stream(sys.stdin.buffer, parser, "stdin")
-            continue
-        if is_sqlite(name):
+        elif is_sqlite(name):
             if not _parse_db(name, parser):
                 return exitcodes.NOINPUT
-            continue
-        try:
-            with open(name, "rb") as stream:
-                prime_year(parser, year, stream)
-                _parse_stream(stream, parser, os.path.basename(name))
-        except BrokenPipeError:
-            raise
-        except OSError as e:
-            print(f"hwpoisond parse: cannot read {name}: {e.strerror or e}", file=sys.stderr)
-            return exitcodes.NOINPUT
+        else:
+            try:
+                with open(name, "rb") as stream:
+                    prime_year(parser, year, stream)
+                    _parse_stream(stream, parser, os.path.basename(name))
+            except BrokenPipeError:
+                raise
+            except OSError as e:
+                print(f"hwpoisond parse: cannot read {name}: {e.strerror or e}", file=sys.stderr)
+                return exitcodes.NOINPUT
+        after = _totals(parser)
+        per_file.append({"file": name, **{k: after[k] - before[k] for k in after}})
     _print([event_to_json(event) for event in parser.flush()])
     sys.stdout.flush()
     if args.stats:
-        print(json.dumps(parser.stats.as_dict()), file=sys.stderr)
+        stats = parser.stats.as_dict()
+        stats["files"] = per_file
+        print(json.dumps(stats), file=sys.stderr)
     return exitcodes.OK
+
+
+def _totals(parser: LineParser) -> dict[str, int]:
+    """The counts `--stats` breaks down per file. An event of a record still open at the end
+    of a file is counted with the file where its record is closed."""
+    stats = parser.stats
+    return {
+        "lines": stats.lines,
+        "events": sum(stats.events.values()),
+        "malformed": sum(stats.malformed.values()),
+        "unparsed_candidates": stats.unparsed_candidates,
+    }

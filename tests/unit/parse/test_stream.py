@@ -482,3 +482,18 @@ def test_parse_into_a_closed_pipe_exits_0_quietly(tmp_path: Path) -> None:
         code = proc.wait(timeout=60)
     assert json.loads(first)["pfn"] == 0x1234
     assert (code, err) == (0, "")
+
+
+def test_parse_stats_break_the_counts_down_per_file(tmp_path: Path) -> None:
+    good = tmp_path / "good.log"
+    good.write_text(EDAC_KMSG.format(mc=0, count=1, page="0x1234") + "\nusb 1-1: new device\n")
+    odd = tmp_path / "odd.log"
+    odd.write_text(
+        "[Hardware Error]: Northbridge Error (node 0): DRAM ECC error detected on the NB.\n"
+    )
+    proc = _hwpoisond("parse", "--stats", str(good), str(odd))
+    stats = json.loads(proc.stderr.strip().splitlines()[-1])
+    assert stats["files"] == [
+        {"file": str(good), "lines": 2, "events": 1, "malformed": 0, "unparsed_candidates": 0},
+        {"file": str(odd), "lines": 1, "events": 0, "malformed": 0, "unparsed_candidates": 1},
+    ]
