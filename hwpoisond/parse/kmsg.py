@@ -69,6 +69,7 @@ _SHORT = re.compile(
 #: Seconds since boot: the kernel's "[%5lu.%06lu]" (kernel/printk/printk.c print_time), also
 #: under `dmesg -d` "[ 1523.456789 <    0.000123>]" and `journalctl -o short-monotonic`.
 _MONOTONIC = re.compile(r"\[\s*(\d+\.\d+)(?: <[^>]*>)?\]")
+_DMESG_ONLY = re.compile(r"(?:<\d{1,3}>)?\[\s*(\d+\.\d+)\] ").fullmatch
 #: A /dev/kmsg record header "PRI,SEQ,USEC,FLAGS[,…];" (Documentation/ABI/testing/dev-kmsg).
 _KMSG_RECORD = re.compile(r"^\s*\d{1,3},\d+,(\d+),[^;]*;$")
 MONTHS = {
@@ -131,6 +132,9 @@ def _iso_epoch(m: re.Match[str]) -> float | None:
 def _prefix_time(prefix: str) -> tuple[float | None, ShortStamp | None]:
     """The best timestamp in the text before a message: wall clock (it survives reboots) over a
     yearless stamp over seconds since boot."""
+    m = _DMESG_ONLY(prefix)
+    if m is not None:  # the common case, plain dmesg: one match instead of five searches
+        return float(m[1]), None
     m = _WALL_ISO.search(prefix)
     if m is not None:
         return _iso_epoch(m), None

@@ -46,7 +46,9 @@ _HINTS = (
     "Memory failure",
     "MCE",  # "MCE 0x…" memory failure and "MCE: Software-unpoisoned" before v4.16
     "offlin",  # soft offline, Soft offline, soft_offline…, RAS: Soft-offlining
-    "Unpoison",
+    # No "Unpoison": since v4.16 unpoison lines carry the file's "Memory failure: " pr_fmt
+    # (mm/memory-failure.c), before that "MCE: Software-unpoisoned"; each hint is one more pass
+    # over every block.
     "Machine ",  # Machine Check, Machine check events
     "RAS:",
 )
@@ -62,15 +64,20 @@ _CANDIDATE_SEARCH = re.compile(
 #: Informational lines with candidate words, recognised as carrying no error (format strings
 #: of v6.12): drivers/edac/edac_mc.c "Giving out device to module %s controller %s: DEV %s (%s)"
 #: and "Removed device %d for %s %s: DEV %s"; drivers/edac/edac_module.c "Ver: %s";
-#: drivers/ras/cec.c "Correctable Errors collector initialized."; arch/x86/kernel/cpu/mce/core.c
+#: drivers/ras/cec.c "Correctable Errors collector initialized."; therm_throt.c's thermal
+#: notices; arch/x86/kernel/cpu/mce/core.c
 #: print_mce() HW_ERR "Run the above through 'mcelog --ascii'" (the end of a record).
 _INFO_SEARCH = re.compile(
     r"EDAC MC\d*: (?:Giving out device to module |Removed device \d+ for |Ver: )"
     r"|RAS: Correctable Errors collector initialized"
+    # arch/x86/kernel/cpu/mce/therm_throt.c: thermal events under the "mce: " pr_fmt.
+    r"|mce: CPU\d+: (?:Core|Package) (?:temperature|power limit)"
     r"|\[Hardware Error\]: Run the above through 'mcelog --ascii'"
 ).search
 #: Unparsed candidate lines kept as examples for `parse --stats` and the daemon's log.
 UNPARSED_EXAMPLES_KEPT = 5
+#: First characters of a JSON line: an object, or json-seq's record separator before one.
+_JSON_STARTS = frozenset({"{", "\x1e"})
 #: feed_block walks every line of a block when at least 1 line in this many is a trace event.
 DENSE_BLOCK_SHARE = 4
 
@@ -269,16 +276,15 @@ class LineParser:
     def _feed_one(self, line: str, out: list[Event]) -> None:
         if len(line) > MAX_LINE_CHARS:
             line = line[:MAX_LINE_CHARS]
-        if self._mce is not None and self._lineno - self._mce_last > MCE_RECORD_MAX_GAP_LINES:
-            self._close_mce(out)
-        if self._cper is not None and self._lineno - self._cper_last > MCE_RECORD_MAX_GAP_LINES:
-            self._close_cper(out)
+        if self._mce is not None or self._cper is not None:
+            self._close_stale(out)
         # A brace-led line that is not JSON is kernel text: the APEI/CPER lines of
         # drivers/firmware/efi/cper.c start with "{N}[Hardware Error]: " in the journal.
-        if line[:1] == "\x1e":  # journalctl -o json-seq: RFC 7464 record separator
-            line = line[1:]
-        if line[:1] == "{" and self.accept_json and self._json(line, out):
-            return
+        if line[:1] in _JSON_STARTS and self.accept_json:
+            if line[0] == "\x1e":  # journalctl -o json-seq: RFC 7464 record separator
+                line = line[1:]
+            if line[:1] == "{" and self._json(line, out):
+                return
         if _HINT_SEARCH(line) is None:
             return
         try:
@@ -289,6 +295,13 @@ class LineParser:
         # The candidate test only for lines nothing took (rare): it costs a scan of the line.
         if not taken and _CANDIDATE_SEARCH(line) is not None:
             self._unparsed(line)
+
+    def _close_stale(self, out: list[Event]) -> None:
+        """Close a record that has had no continuation for MCE_RECORD_MAX_GAP_LINES lines."""
+        if self._mce is not None and self._lineno - self._mce_last > MCE_RECORD_MAX_GAP_LINES:
+            self._close_mce(out)
+        if self._cper is not None and self._lineno - self._cper_last > MCE_RECORD_MAX_GAP_LINES:
+            self._close_cper(out)
 
     def _unparsed(self, line: str) -> None:
         text = line.rstrip("\r\n")

@@ -341,6 +341,12 @@ def test_candidate_lines_no_parser_accepts_are_counted_with_examples() -> None:
         "EDAC MC0: Giving out device to module skx_edac controller Skylake Socket#0 IMC#0: "
         "DEV 0000:2e:0a.0 (INTERRUPT)",
         "RAS: Correctable Errors collector initialized.",
+        # Thermal notices under "mce: ", as published in real dmesg outputs (a 2019 benchmark
+        # report and a 2019 forum post with dmesg -T).
+        "[70524.549039] mce: CPU4: Core temperature above threshold, cpu clock throttled "
+        "(total events = 3058)",
+        "[Thu Oct 10 09:36:06 2019] mce: CPU2: Package temperature above threshold, cpu clock "
+        "throttled (total events = 252658)",
     ]
     other = ["usb 1-1: new high-speed USB device number 2 using xhci_hcd", "CPU 3 is now offline"]
     for accept_json in (True, False):
@@ -349,7 +355,7 @@ def test_candidate_lines_no_parser_accepts_are_counted_with_examples() -> None:
         assert [e.source for e in events] == ["kmsg_edac"]
         assert parser.stats.unparsed_candidates == len(unknown)
         assert parser.stats.unparsed_examples == [line for line in unknown]
-        assert parser.stats.notices == {"kmsg_info": 2}
+        assert parser.stats.notices == {"kmsg_info": 4}
     # The same through the block fast path, and only the first five are kept as examples.
     parser = LineParser()
     parser.feed_block("\n".join(other + unknown * 3) + "\n")
