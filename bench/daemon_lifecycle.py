@@ -36,7 +36,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from types import TracebackType
 
-from hwpoisond.simkernel import SimMachine
+from hwpoisond.sim.kernel import SimMachine
 
 JOURNAL_REMOTE = Path("/lib/systemd/systemd-journal-remote")
 MACHINE_ID = "0123456789abcdef0123456789abcdef"

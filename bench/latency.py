@@ -50,7 +50,7 @@ from bench.daemon_lifecycle import (
 )
 from bench.storm import TS_PLACEHOLDER, storm_pfns
 from hwpoisond.core.model import PAGE_SHIFT
-from hwpoisond.simkernel import COLUMNS, INSTANCE, PAGES_PER_ROW, SOFT_OFFLINE, DramAddress
+from hwpoisond.sim.kernel import COLUMNS, INSTANCE, PAGES_PER_ROW, SOFT_OFFLINE, DramAddress
 
 CONFIG = """\
 [policy]

@@ -44,7 +44,7 @@ from bench.daemon_lifecycle import (
     stop_py_spy,
     write_config,
 )
-from hwpoisond.simkernel import COLUMNS, INSTANCE, PAGES_PER_ROW, DramAddress, SimMachine
+from hwpoisond.sim.kernel import COLUMNS, INSTANCE, PAGES_PER_ROW, DramAddress, SimMachine
 
 BATCH_SECONDS = 0.01
 SAMPLE_SECONDS = 0.5

@@ -23,8 +23,8 @@ from hwpoisond.config import parse_duration
 from hwpoisond.daemon import Daemon
 from hwpoisond.notify import Notifier
 from hwpoisond.progress import Progress
-from hwpoisond.simkernel import SimKernelFS, SimMachine
-from hwpoisond.simulate import HOUR, SCENARIOS, Happening, Scenario
+from hwpoisond.sim.kernel import SimKernelFS, SimMachine
+from hwpoisond.sim.scenarios import HOUR, SCENARIOS, Happening, Scenario
 from hwpoisond.store.db import Store
 from hwpoisond.store.report import collect_status
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import pytest
 
 from hwpoisond.daemon.crashpoints import POINTS
-from hwpoisond.simkernel import DramAddress, SimMachine
+from hwpoisond.sim.kernel import DramAddress, SimMachine
 from tests.integration import synckernel
 from tests.integration.daemonproc import DaemonProcess
 

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from hwpoisond.simkernel import DramAddress, SimMachine
+from hwpoisond.sim.kernel import DramAddress, SimMachine
 from tests.integration.daemonproc import DaemonProcess
 
 

@@ -20,7 +20,7 @@ from hwpoisond.core.params import BudgetParams, PolicyParams
 from hwpoisond.daemon.outcomes import Outcomes
 from hwpoisond.daemon.pipeline import JOURNALD_CURSOR, Pipeline
 from hwpoisond.daemon.startup import seed_deduper, start_up
-from hwpoisond.simkernel import SimKernelFS, SimMachine
+from hwpoisond.sim.kernel import SimKernelFS, SimMachine
 from hwpoisond.store.db import Store
 from hwpoisond.tally import Tally
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from hwpoisond.metrics import TEXTFILE_NAME, Exporter
 from hwpoisond.metrics.exporter import MetricsBindError, MetricsConfigError
-from hwpoisond.simkernel import SOFT_OFFLINE, DramAddress, SimMachine
+from hwpoisond.sim.kernel import SOFT_OFFLINE, DramAddress, SimMachine
 from tests.integration.daemonproc import DaemonProcess
 from tests.integration.metrics.helpers import get
 from tests.unit.metrics.samples import samples_of, value

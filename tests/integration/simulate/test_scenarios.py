@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from hwpoisond.simkernel import DramAddress, SimMachine
-from hwpoisond.simulate import SCENARIOS
+from hwpoisond.sim.kernel import DramAddress, SimMachine
+from hwpoisond.sim.scenarios import SCENARIOS
 
 SPEED = "36000"  # ten simulated hours per real second
 

@@ -13,7 +13,7 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from hwpoisond.simkernel import BANKS, COLUMNS, DramAddress, SimMachine
+from hwpoisond.sim.kernel import BANKS, COLUMNS, DramAddress, SimMachine
 
 HOUR = 3600.0
 
