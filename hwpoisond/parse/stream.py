@@ -514,10 +514,10 @@ class LineParser:
             _bump(self.stats.malformed, "json")
             return True
         time: float | None = None
-        for key, scale in (("__REALTIME_TIMESTAMP", 1e6), ("_SOURCE_MONOTONIC_TIMESTAMP", 1e6)):
+        for key in ("__REALTIME_TIMESTAMP", "_SOURCE_MONOTONIC_TIMESTAMP"):  # microseconds
             value = entry.get(key)
             if isinstance(value, str) and value.isdigit():
-                time = int(value) / scale
+                time = int(value) / 1e6
                 break
         if _HINT_SEARCH(message) is None:
             return True
